@@ -19,12 +19,12 @@ from PIL import Image
 
 from .codec import CodecSelection, select_patches
 from .codec.reader import read_sampled_frames
+from .media import IMAGE_SUFFIXES
 from .model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .video import chunk_visible_indices, frame_positions, indices_to_positions, mosaic
 
 MODES = ("image", "chunk", "codec")
 FrameTransform = Callable[[np.ndarray], np.ndarray]  # uint8 frames [T, H, W, 3] -> the same shape
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 
 @dataclass

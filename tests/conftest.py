@@ -1,5 +1,4 @@
 import importlib.util
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,9 +9,8 @@ import torch.multiprocessing as mp
 
 from onevision_encoder import OneVisionEncoderConfig, OneVisionEncoderModel
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ONEVISION_SHARED", REPO.parent / "shared"))
-PARITY = SHARED / "fixtures" / "upstream_parity"
+# Golden outputs of the reference implementation (see its README), kept inside the repository.
+PARITY = Path(__file__).resolve().parent / "fixtures" / "upstream_parity"
 
 
 def tiny_config(**overrides) -> OneVisionEncoderConfig:
@@ -24,7 +22,7 @@ def tiny_config(**overrides) -> OneVisionEncoderConfig:
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
     if not PARITY.is_dir():
-        raise FileNotFoundError(f"golden fixtures not found at {PARITY}; set ONEVISION_SHARED to the shared/ folder")
+        raise FileNotFoundError(f"golden fixtures not found at {PARITY}: the clone is incomplete")
     return PARITY
 
 

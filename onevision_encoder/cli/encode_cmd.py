@@ -15,8 +15,9 @@ from tqdm import tqdm
 
 from ..features import EncoderInput, chunk_input, codec_input, encode_batch, guess_mode, image_input
 from ..files import atomic_write
+from ..media import output_names
 from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
-from .options import INPUT_ERRORS, add_command, add_frame_range, at_least, output_names, report_failure
+from .options import INPUT_ERRORS, add_command, add_frame_range, at_least, report_failure
 
 OUTPUT_SUFFIXES = (".safetensors", ".npz")
 

@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from . import concepts_cmd, demo, encode_cmd, preprocess_cmd, probe_cmd, select_cmd, train_cmd, viz_cmd
+from .options import UsageError
 
 SUBCOMMANDS = {
     "select": select_cmd,
@@ -31,9 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return SUBCOMMANDS[args.command].run(args)
+    except UsageError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..codec.compensation import METHODS
@@ -93,14 +92,19 @@ def selection_options(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
-def output_names(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
-    """A distinct, readable output name per input: its file name when those are unique, else its path
-    relative to the inputs' common folder."""
-    resolved = [Path(p).resolve() for p in paths]
-    if len({p.name for p in resolved}) == len(resolved):
-        return {str(original): path.name for original, path in zip(paths, resolved, strict=True)}
-    root = Path(os.path.commonpath([p.parent for p in resolved]))
-    return {str(original): str(path.relative_to(root)) for original, path in zip(paths, resolved, strict=True)}
+class UsageError(ValueError):
+    """A command line that cannot be run as given: exit status 2 (argparse's), before any work."""
+
+
+def refuse_outputs_over_inputs(pairs: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str]]]) -> None:
+    """Raise :class:`UsageError` if an output ``(input, output)`` pair would write over its input (or
+    another input of the same command), links resolved."""
+    pairs = list(pairs)
+    inputs = {os.path.realpath(source): source for source, _ in pairs}
+    for _, output in pairs:
+        source = inputs.get(os.path.realpath(output))
+        if source is not None:
+            raise UsageError(f"the output {output} would overwrite the input {source}")
 
 
 def report_failure(path: object, error: BaseException) -> None:

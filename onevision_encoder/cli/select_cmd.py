@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..codec import select_patches
-from .options import INPUT_ERRORS, add_command, add_selection_options, output_names, report_failure, selection_options
+from ..media import output_names
+from .options import INPUT_ERRORS, add_command, add_selection_options, report_failure, selection_options
 
 
 def add_parser(subparsers: Any) -> None:
