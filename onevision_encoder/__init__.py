@@ -1,80 +1,63 @@
 """OneVision Encoder: a codec-style sparse video and native-resolution image encoder.
 
-Importing the package registers the model with transformers' Auto classes, so
-``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor`` load published checkpoint folders
+Importing the package is light: its public names load on first use, and the model registers with
+transformers' Auto classes as soon as transformers' auto module loads (see ``auto_registration``),
+so ``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor`` load published checkpoint folders
 without ``trust_remote_code``.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from __future__ import annotations
 
-from .codec import (
-    CodecSelection,
-    CorruptVideoError,
-    NotAVideoError,
-    SelectionError,
-    VideoError,
-    VideoNotFoundError,
-    compute_codec_visible_indices,
-    select_patches,
-)
-from .model import (
-    PRESETS,
-    CheckpointMismatchError,
-    OneVisionEncoderConfig,
-    OneVisionEncoderImageProcessor,
-    OneVisionEncoderModel,
-    OneVisionEncoderPreTrainedModel,
-    PackedEncoderOutput,
-    TokenLayout,
-    vision_tower_features,
-)
-from .video import (
-    chunk_visible_indices,
-    frame_positions,
-    gather_patches,
-    indices_to_positions,
-    mosaic,
-    patchify,
-    positions_to_indices,
-    transcode,
-    unmosaic,
-    unpatchify,
-)
+import importlib
+from typing import Any
+
+from .auto_registration import register_when_transformers_loads
 
 __version__ = "0.1.0"
 
-AutoConfig.register(OneVisionEncoderConfig.model_type, OneVisionEncoderConfig, exist_ok=True)
-AutoModel.register(OneVisionEncoderConfig, OneVisionEncoderModel, exist_ok=True)
-AutoImageProcessor.register(
-    OneVisionEncoderConfig, slow_image_processor_class=OneVisionEncoderImageProcessor, exist_ok=True
-)
+# Public name -> the sub-package that defines it.
+_EXPORTS = {
+    "PRESETS": ".model",
+    "CheckpointMismatchError": ".model",
+    "CodecSelection": ".codec",
+    "CorruptVideoError": ".codec",
+    "NotAVideoError": ".codec",
+    "SelectionError": ".codec",
+    "VideoError": ".codec",
+    "VideoNotFoundError": ".codec",
+    "compute_codec_visible_indices": ".codec",
+    "select_patches": ".codec",
+    "transcode": ".video",
+    "OneVisionEncoderConfig": ".model",
+    "OneVisionEncoderImageProcessor": ".model",
+    "OneVisionEncoderModel": ".model",
+    "OneVisionEncoderPreTrainedModel": ".model",
+    "PackedEncoderOutput": ".model",
+    "TokenLayout": ".model",
+    "vision_tower_features": ".model",
+    "chunk_visible_indices": ".video",
+    "frame_positions": ".video",
+    "gather_patches": ".video",
+    "indices_to_positions": ".video",
+    "mosaic": ".video",
+    "patchify": ".video",
+    "positions_to_indices": ".video",
+    "unmosaic": ".video",
+    "unpatchify": ".video",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = [
-    "PRESETS",
-    "CheckpointMismatchError",
-    "CodecSelection",
-    "CorruptVideoError",
-    "NotAVideoError",
-    "SelectionError",
-    "VideoError",
-    "VideoNotFoundError",
-    "compute_codec_visible_indices",
-    "select_patches",
-    "transcode",
-    "OneVisionEncoderConfig",
-    "OneVisionEncoderImageProcessor",
-    "OneVisionEncoderModel",
-    "OneVisionEncoderPreTrainedModel",
-    "PackedEncoderOutput",
-    "TokenLayout",
-    "vision_tower_features",
-    "chunk_visible_indices",
-    "frame_positions",
-    "gather_patches",
-    "indices_to_positions",
-    "mosaic",
-    "patchify",
-    "positions_to_indices",
-    "unmosaic",
-    "unpatchify",
-]
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+register_when_transformers_loads()

@@ -7,6 +7,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .. import __version__
 from . import concepts_cmd, demo, encode_cmd, preprocess_cmd, probe_cmd, select_cmd, train_cmd, viz_cmd
 from .options import UsageError
 
@@ -24,10 +25,13 @@ SUBCOMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onevision", description="OneVision Encoder command line tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS.values():
         module.add_parser(subparsers)
+    for subparser in subparsers.choices.values():  # `onevision SUB ... --debug` works too
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

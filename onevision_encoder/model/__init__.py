@@ -1,5 +1,6 @@
 """The encoder: configuration, model and image/video processor."""
 
+from ..auto_registration import register as register_with_transformers_auto_classes
 from .configuration import PRESETS, OneVisionEncoderConfig
 from .image_processing import OneVisionEncoderImageProcessor
 from .modeling import (
@@ -23,3 +24,5 @@ __all__ = [
     "TowerFeatures",
     "vision_tower_features",
 ]
+
+register_with_transformers_auto_classes()

@@ -1,0 +1,70 @@
+"""Registration with transformers' Auto classes, made when transformers' auto module first loads.
+
+Registering needs the model classes, and so torch and transformers: seconds of imports. Doing it
+when ``transformers.models.auto`` is imported (or at once, if it already is) keeps ``import
+onevision_encoder`` light, so ``onevision --help`` and data-loader workers start fast, while
+``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor`` still find the model without
+``trust_remote_code``: any use of them imports that module first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+
+AUTO_MODULE = "transformers.models.auto"
+MODEL_PACKAGE = "onevision_encoder.model"
+
+
+def register() -> None:
+    """Register the config, model and image processor with transformers' Auto classes (idempotent).
+
+    Called by the model package once its classes exist.
+    """
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+    from .model import OneVisionEncoderConfig, OneVisionEncoderImageProcessor, OneVisionEncoderModel
+
+    AutoConfig.register(OneVisionEncoderConfig.model_type, OneVisionEncoderConfig, exist_ok=True)
+    AutoModel.register(OneVisionEncoderConfig, OneVisionEncoderModel, exist_ok=True)
+    AutoImageProcessor.register(
+        OneVisionEncoderConfig, slow_image_processor_class=OneVisionEncoderImageProcessor, exist_ok=True
+    )
+
+
+class _RegisterOnLoad(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: lets the usual finders locate the auto module, then registers once it ran."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if fullname != AUTO_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run_module(module)
+            _load_model_package()
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def _load_model_package() -> None:
+    # Loading it registers. Already in sys.modules means loaded (so registered) or loading: the
+    # model package imports transformers, whose auto module may load first; it registers when done.
+    if MODEL_PACKAGE not in sys.modules:
+        importlib.import_module(MODEL_PACKAGE)
+
+
+def register_when_transformers_loads() -> None:
+    if AUTO_MODULE in sys.modules:
+        _load_model_package()
+    elif not any(isinstance(finder, _RegisterOnLoad) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterOnLoad())
