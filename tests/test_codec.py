@@ -475,15 +475,19 @@ def test_no_decodable_frame(videos, tmp_path):
 
 def test_k_larger_than_the_grid(videos):
     path = videos["moving_object.h264"][0]
-    with pytest.raises(SelectionError, match=r"K=20000 must be between 1 and the 16384 selectable patches"):
+    # Known from the options alone: refused before the video is opened.
+    with pytest.raises(ValueError, match=r"num_patches must be at most the 16384 patches of 64 frames of 16x16"):
         select_patches(path, num_patches=20000)
-    with pytest.raises(SelectionError, match="more than K=100"):
+    with pytest.raises(ValueError, match=r"num_patches must hold the whole frames that anchors='first' keeps"):
         select_patches(path, num_patches=100, anchors="first")
+    # Padding (320x224 padded to 576x576) is known from the video: 1296 + 7 x 864 patches can be chosen.
+    with pytest.raises(SelectionError, match=r"moving_object.*K=8000 is larger than the 7344 selectable patches"):
+        select_patches(path, preset="lmm", num_frames=8, num_patches=8000)
 
 
 def test_bad_options(videos):
     path = videos["moving_object.h264"][0]
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="preset must be one of encoder, lmm; got 'tiny'"):
         select_patches(path, preset="tiny")
     with pytest.raises(ValueError, match="motion must be one of"):
         select_patches(path, motion="psychic")

@@ -1,18 +1,47 @@
-"""Codec-style patch selection: pick the K patches of a video where it moves and changes."""
+"""Codec-style patch selection: pick the K patches of a video where it moves and changes.
+
+Importing the package is light (errors and options: the standard library only); the selection itself
+(PyAV, OpenCV, torch) loads on first use of its names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import CorruptVideoError, NotAVideoError, SelectionError, VideoError, VideoNotFoundError
-from .result import CodecSelection
-from .select import PRESETS, Preset, compute_codec_visible_indices, select_patches
+from .options import PRESETS, OptionError, Preset, SelectionOptions
+
+# Public name -> the module that defines it, imported on first use.
+_LAZY = {
+    "CodecSelection": ".result",
+    "compute_codec_visible_indices": ".select",
+    "select_patches": ".select",
+}
 
 __all__ = [
     "PRESETS",
     "CodecSelection",
     "CorruptVideoError",
     "NotAVideoError",
+    "OptionError",
     "Preset",
     "SelectionError",
+    "SelectionOptions",
     "VideoError",
     "VideoNotFoundError",
     "compute_codec_visible_indices",
     "select_patches",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -19,12 +19,15 @@ class VideoNotFoundError(VideoError, FileNotFoundError):
 
 
 class NotAVideoError(VideoError):
-    """The file cannot be opened as a container, or holds no video stream."""
+    """The path is not a video file: a directory, a pipe or device (not seekable), a file that cannot be
+    opened as a container, or one without a video stream."""
 
 
 class CorruptVideoError(VideoError):
-    """The video stream cannot be decoded: corrupt, truncated, or no decodable frame."""
+    """The video stream cannot be decoded: corrupt, truncated (fewer frames or a shorter duration than the
+    file declares), or no decodable frame."""
 
 
 class SelectionError(VideoError):
-    """The requested selection cannot be made for this video (e.g. more patches than the grid holds)."""
+    """The requested selection cannot be made for this video (e.g. more patches than its unpadded grid holds,
+    or frames too elongated for the preset's geometry). Options wrong for any video raise ``OptionError``."""

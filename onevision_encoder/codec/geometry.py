@@ -7,7 +7,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-FIT_MODES = ("short_side_crop", "long_side_pad")
+from .options import FIT_MODES
+
+# Frames are scored at their resized size; OpenCV's remap (motion compensation) takes at most
+# SHRT_MAX - 1 pixels a side. A crop of a very elongated frame (16x4000 to a 224 short side) exceeds it.
+MAX_RESIZED_SIDE = 32766
 
 
 @dataclass(frozen=True)
@@ -87,13 +91,14 @@ def plan_geometry(source_hw: tuple[int, int], fit: str, size: int, patch_size: i
 
     ``short_side_crop``: shortest side to ``size`` (the other truncated, as CLIP's processor does),
     centre crop ``size x size``. ``long_side_pad``: longest side to ``size`` (the other rounded),
-    centred zero padding to ``size x size``.
+    centred zero padding to ``size x size``. ``size`` is a multiple of ``patch_size`` (see :mod:`.options`).
+
+    Raises ``ValueError`` for an empty frame, or one so elongated that its resized side would exceed
+    :data:`MAX_RESIZED_SIDE`.
     """
     height, width = source_hw
     if height < 1 or width < 1:
-        raise ValueError(f"frame size {height}x{width} is empty")
-    if size % patch_size:
-        raise ValueError(f"input size {size} is not a multiple of the patch size {patch_size}")
+        raise ValueError(f"frame size {width}x{height} is empty")
     if fit == "short_side_crop":
         if height <= width:
             resized = (size, int(size * width / height))
@@ -106,4 +111,13 @@ def plan_geometry(source_hw: tuple[int, int], fit: str, size: int, patch_size: i
         offset = ((size - resized[0]) // 2, (size - resized[1]) // 2)
     else:
         raise ValueError(f"fit must be one of {FIT_MODES}, got {fit!r}")
+    if max(resized) > MAX_RESIZED_SIDE:
+        hint = ""
+        if fit == "short_side_crop" and size <= MAX_RESIZED_SIDE:
+            ratio = MAX_RESIZED_SIDE // size
+            hint = f"; {fit} to {size} takes aspect ratios up to {ratio}:1, long_side_pad (preset lmm) any"
+        raise ValueError(
+            f"frames of {width}x{height} would be scored at {resized[1]}x{resized[0]} ({fit} to {size}), more than "
+            f"the {MAX_RESIZED_SIDE} pixels a side that motion compensation (OpenCV remap) supports{hint}"
+        )
     return FrameGeometry(source_hw, resized, (size, size), offset, patch_size)

@@ -7,11 +7,16 @@ previous frame in a stream without B-frames; with B-frames, the last I or P fram
 that anchor too). Frames without codec vectors take the frame shown just before them, against
 which their motion is estimated. Nothing else is kept, so memory stays bounded whatever the
 video's length.
+
+A file cut short is refused (:class:`CorruptVideoError`) when what it holds falls short of what it
+declares: MP4/MOV frame counts, Matroska/WebM durations. ``allow_truncated=True`` reads the frames
+that are there instead, and ``VideoInfo.truncated`` says what is missing.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -31,6 +36,12 @@ ANCHORS = frozenset({av.video.frame.PictureType.I, av.video.frame.PictureType.P}
 EIGHT_BIT_LUMA_FORMATS = frozenset(
     {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
 )
+# Containers whose header declares the duration but no frame count: their packets are checked against it.
+DURATION_FORMATS = frozenset({"matroska", "webm"})
+# A file is truncated when its packets end before this share of the declared duration, and more than
+# MISSING_FRAMES frames early (timestamps rounded to milliseconds and variable frame rates pass).
+COVERED_SHARE = 0.9
+MISSING_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class VideoInfo:
     frame_count_from: str
     fps: float | None
     pixel_format: str
+    truncated: str | None = None  # with allow_truncated: what the file misses (None: complete)
 
     @property
     def display_hw(self) -> tuple[int, int]:
@@ -77,19 +89,29 @@ class VideoReader:
     """An open video: ``info`` from the header and the first decoded frame, then one streaming pass.
 
     The first frame is decoded once and reused by :meth:`samples`, so probing costs no second open.
+    A truncated file raises :class:`CorruptVideoError` unless ``allow_truncated``: then its frames are
+    those it holds (counted from its packets) and ``info.truncated`` says what is missing.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], allow_truncated: bool = False) -> None:
         self.path = os.fspath(path)
         self._container = _open(self.path)
         try:
             stream = self._container.streams.video[0]
             codec = stream.codec_context.name
-            num_frames, source = int(stream.frames or 0), "header"
-            if num_frames <= 0 or _may_trim(self._container):
-                counted = _count_frames(self.path, self._container, stream, declared=num_frames)
-                if counted != num_frames:
-                    num_frames, source = counted, "packets"
+            num_frames, source, truncated = int(stream.frames or 0), "header", None
+            declares_duration = not DURATION_FORMATS.isdisjoint(self._container.format.name.split(","))
+            if num_frames <= 0 or allow_truncated or declares_duration or _may_trim(self._container):
+                packets = _count_packets(self.path, self._container, stream, every_stream=declares_duration)
+                truncated = _truncation(self._container, stream, num_frames, packets, declares_duration)
+                if truncated is not None and not allow_truncated:
+                    raise CorruptVideoError(
+                        self.path,
+                        f"{truncated}; the file is truncated (allow_truncated=True or --allow-truncated "
+                        "selects from the frames it holds)",
+                    )
+                if packets.presented != num_frames:
+                    num_frames, source = packets.presented, "packets"
                 self._container.seek(0)
             if codec in MOTION_VECTOR_CODECS:
                 # Slice threading (PyAV's default) only: frame threading exports different vectors run to run.
@@ -110,6 +132,7 @@ class VideoReader:
             frame_count_from=source,
             fps=float(stream.average_rate) if stream.average_rate else None,
             pixel_format=self._first.format.name,
+            truncated=truncated,
         )
 
     def __enter__(self) -> VideoReader:
@@ -142,10 +165,15 @@ class VideoReader:
             if index in wanted:
                 vectors = _motion_vectors(frame)
                 predicted = vectors is not None and frame.pict_type in PREDICTED
+                reference = anchor if predicted else previous
+                if reference is not None and (reference.width, reference.height) != (frame.width, frame.height):
+                    # The frame size changed (a new stream spliced on): vectors measured against a picture of
+                    # another size mean nothing here; the reference, rescaled with the frame, is estimated against.
+                    vectors = None
                 yield DecodedSample(
                     frame_index=index,
                     frame=frame,
-                    reference=anchor if predicted else previous,
+                    reference=reference,
                     motion_vectors=vectors,
                     is_intra=frame.pict_type == av.video.frame.PictureType.I,
                 )
@@ -166,8 +194,15 @@ class VideoReader:
 def _open(path: str) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise VideoNotFoundError(path, "no such file")
-    if os.path.isdir(path):
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
         raise NotAVideoError(path, "is a directory, not a video file")
+    kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else None
+    kind = "a character device" if stat.S_ISCHR(mode) else kind
+    if kind is not None:  # before opening: reading a pipe would consume the stream, and it cannot be rewound
+        raise NotAVideoError(
+            path, f"is {kind}, not a file; videos are read from seekable files (save the stream to a file first)"
+        )
     try:
         container = av.open(path)
     except av.FFmpegError as error:
@@ -178,9 +213,9 @@ def _open(path: str) -> av.container.InputContainer:
     return container
 
 
-def read_frames(path: str | os.PathLike[str], frame_ids: np.ndarray) -> list[np.ndarray]:
+def read_frames(path: str | os.PathLike[str], frame_ids: np.ndarray, allow_truncated: bool = False) -> list[np.ndarray]:
     """RGB uint8 frames ``[H, W, 3]`` (upright) at ``frame_ids`` (ascending, repeats allowed), in one pass."""
-    with VideoReader(path) as reader:
+    with VideoReader(path, allow_truncated) as reader:
         return _upright_frames(reader, frame_ids)
 
 
@@ -189,10 +224,11 @@ def read_sampled_frames(
     num_samples: int,
     slots: np.ndarray | None = None,
     frame_range: tuple[int, int] | None = None,
+    allow_truncated: bool = False,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The :func:`sample_frame_ids` frame ids (only ``slots`` of them when given) and their RGB frames,
     opening the video once. ``frame_range`` ``(start, end)`` samples a clip of the video instead."""
-    with VideoReader(path) as reader:
+    with VideoReader(path, allow_truncated) as reader:
         try:
             frame_ids = sample_frame_ids(reader.info.num_frames, num_samples, frame_range)
         except ValueError as error:
@@ -211,12 +247,12 @@ def _upright_frames(reader: VideoReader, frame_ids: np.ndarray) -> list[np.ndarr
     return [frames[int(i)] for i in frame_ids]
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+def probe_video(path: str | os.PathLike[str], allow_truncated: bool = False) -> VideoInfo:
     """Check that ``path`` holds a decodable video stream; its size, rotation and frame count.
 
     The count comes from the container header, or from the packets when the header has none.
     """
-    with VideoReader(path) as reader:
+    with VideoReader(path, allow_truncated) as reader:
         return reader.info
 
 
@@ -241,24 +277,63 @@ def _may_trim(container: av.container.InputContainer) -> bool:
     return "mov" in container.format.name.split(",")
 
 
-def _count_frames(path: str, container: av.container.InputContainer, stream: av.VideoStream, declared: int) -> int:
-    """The frames the stream presents: its packets less those an edit list discards. Fewer packets
-    than the header declares means the file was cut short."""
+@dataclass(frozen=True)
+class _Packets:
+    """What a demuxing pass found: the video packets, and how long the file's streams run."""
+
+    total: int  # video packets holding data
+    presented: int  # of those, the ones an edit list does not discard
+    seconds: float | None  # first timestamp to the end of the last packet, over the streams demuxed
+
+
+def _count_packets(
+    path: str, container: av.container.InputContainer, stream: av.VideoStream, every_stream: bool
+) -> _Packets:
+    """Demux (no decoding) the video stream, or every stream: a file's duration covers them all."""
     total = presented = 0
+    start = end = None
     try:
-        for packet in container.demux(stream):
-            if packet.size:
+        for packet in container.demux() if every_stream else container.demux(stream):
+            if not packet.size:
+                continue
+            if packet.stream.index == stream.index:
                 total += 1
                 presented += not packet.is_discard
+            timestamp = packet.pts if packet.pts is not None else packet.dts
+            if timestamp is not None and packet.time_base is not None:
+                first = float(timestamp * packet.time_base)
+                last = float((timestamp + (packet.duration or 0)) * packet.time_base)
+                start = first if start is None else min(start, first)
+                end = last if end is None else max(end, last)
     except av.FFmpegError as error:
         raise CorruptVideoError(path, f"cannot read the video stream ({error.strerror or error})") from None
-    if total < declared:
-        raise CorruptVideoError(
-            path, f"the stream holds {total} frames but its header declares {declared}; the file is truncated"
-        )
     if presented == 0:
         raise CorruptVideoError(path, "the video stream holds no frames")
-    return presented
+    return _Packets(total, presented, None if start is None else end - start)
+
+
+def _truncation(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    declared_frames: int,
+    packets: _Packets,
+    declares_duration: bool,
+) -> str | None:
+    """What a cut-short file misses, or None: fewer packets than the header's frame count (MP4/MOV edit
+    lists hide frames but still hold their packets), or packets ending clearly before the declared duration."""
+    if declared_frames > 0 and packets.total < declared_frames:
+        return f"the stream holds {packets.total} frames but its header declares {declared_frames}"
+    if not declares_duration or not container.duration or packets.seconds is None:
+        return None
+    declared = container.duration / av.time_base
+    rate = stream.average_rate or stream.guessed_rate
+    frame_seconds = 1 / float(rate) if rate else packets.seconds / packets.total
+    if packets.seconds < COVERED_SHARE * declared and declared - packets.seconds > MISSING_FRAMES * frame_seconds:
+        return (
+            f"its packets ({packets.total} video frames) cover {packets.seconds:.2f} s "
+            f"but the container declares {declared:.2f} s"
+        )
+    return None
 
 
 def luma_of(frame: av.VideoFrame) -> np.ndarray:

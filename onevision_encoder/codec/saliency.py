@@ -22,10 +22,10 @@ import numpy as np
 from .compensation import compensate_camera
 from .geometry import FrameGeometry
 from .motion import cell_grid, estimate_motion, rasterize_motion_vectors
-
-FUSIONS = ("weighted", "max", "sum", "geomean")
-RESIDUAL_MODES = ("abs", "gradient")
-MOTION_MODES = ("auto", "codec", "estimate")
+from .options import FUSIONS as FUSIONS  # the choices live with the other options
+from .options import MOTION_MODES as MOTION_MODES
+from .options import RESIDUAL_MODES as RESIDUAL_MODES
+from .options import check_saliency
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,11 @@ class SaliencyConfig:
     mv_norm_floor: float = 1.0
     residual_norm_floor: float = 1.0
 
-    def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if len(self.fusion_weights) != 2 or min(self.fusion_weights) < 0 or sum(self.fusion_weights) <= 0:
-            raise ValueError(f"fusion_weights must be two non-negative numbers, not both 0: {self.fusion_weights}")
-        if self.residual not in RESIDUAL_MODES:
-            raise ValueError(f"residual must be one of {RESIDUAL_MODES}, got {self.residual!r}")
-        if self.centre_prior < 0:
-            raise ValueError(f"centre_prior must be >= 0, got {self.centre_prior}")
+    def __post_init__(self) -> None:  # the selection's own checks (options.py), normalised values kept
+        checked = check_saliency(self.mv_compensate, self.fusion, self.fusion_weights, self.residual, self.centre_prior)
+        names = ("mv_compensate", "fusion", "fusion_weights", "residual", "centre_prior")
+        for name, value in zip(names, checked, strict=True):
+            object.__setattr__(self, name, value)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

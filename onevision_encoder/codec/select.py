@@ -6,7 +6,6 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,34 +14,16 @@ from av.video.reformatter import VideoReformatter
 
 from .errors import SelectionError
 from .geometry import FrameGeometry, plan_geometry
+from .options import PRESETS as PRESETS  # importable from here as before
+from .options import UNSET, Preset, SelectionOptions
 from .reader import DecodedSample, VideoInfo, VideoReader, luma_at, rgb_at, sample_frame_ids
 from .result import CodecSelection
-from .saliency import MOTION_MODES, FrameScores, SaliencyConfig, score_frame
-from .selection import anchor_frames, is_static, select_top_k, spread_frames
+from .saliency import FrameScores, SaliencyConfig, score_frame
+from .selection import is_static, select_top_k, spread_frames
+
+__all__ = ["PRESETS", "Preset", "SelectionOptions", "compute_codec_visible_indices", "select_patches"]
 
 
-@dataclass(frozen=True)
-class Preset:
-    """Geometry and defaults of one of the release's pipelines."""
-
-    fit: str
-    size: int
-    patch_size: int
-    num_patches: int
-    mv_compensate: str
-    centre_prior: float
-    anchors: str
-    static_threshold: float | None
-
-
-PRESETS: dict[str, Preset] = {
-    # Encoder training and attentive probe: 224 centre crop, p=14, K=2048 (8 frames' worth);
-    # anchors="gop" keeps sampled frames 0, 16, 32, 48 whole as the training data did.
-    "encoder": Preset("short_side_crop", 224, 14, 2048, "similarity", 0.3, "gop", 0.25),
-    # LLaVA-style LMM: long side 576 zero-padded to 576x576, p=16, K = 8 x 1296, first frame whole.
-    "lmm": Preset("long_side_pad", 576, 16, 8 * 1296, "median", 0.0, "first", None),
-}
-_UNSET: Any = object()
 PENDING_FRAMES = 4  # scored frames in flight: bounds memory while decoding overlaps scoring
 
 
@@ -62,9 +43,10 @@ def select_patches(
     inconsistency: bool = False,
     residual: str = "abs",
     centre_prior: float | None = None,
-    static_threshold: float | None = _UNSET,
+    static_threshold: float | None = UNSET,
     keep_frames: bool = False,
     frame_range: tuple[int, int] | None = None,
+    allow_truncated: bool = False,
 ) -> CodecSelection:
     """Choose the K most informative patches of ``num_frames`` frames sampled from a video.
 
@@ -85,58 +67,65 @@ def select_patches(
             :meth:`CodecSelection.model_inputs` (costs about a third of a decode more).
         frame_range: ``(start, end)`` frame indices (end excluded): select from that clip of the video
             (an action segment, say); N is then the clip's length.
+        allow_truncated: select from the frames a truncated file holds (``meta["video"]["truncated"]``
+            says what is missing) instead of refusing it.
 
     Raises:
+        ValueError: (:class:`~onevision_encoder.codec.options.OptionError`, naming the option) for an option
+            that cannot be used, before the video is opened.
         VideoError: (a subclass naming the file) for missing, unreadable, corrupt or unsuitable videos.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    if motion not in MOTION_MODES:
-        raise ValueError(f"motion must be one of {MOTION_MODES}, got {motion!r}")
-    defaults = PRESETS[preset]
-    k = defaults.num_patches if num_patches is None else int(num_patches)
-    patch_size = patch_size or defaults.patch_size
-    config = SaliencyConfig(
-        mv_compensate=mv_compensate or defaults.mv_compensate,
+    options = SelectionOptions.resolve(
+        preset=preset,
+        num_patches=num_patches,
+        num_frames=num_frames,
+        patch_size=patch_size,
+        size=size,
+        mv_compensate=mv_compensate,
+        anchors=anchors,
+        gop_size=gop_size,
+        motion=motion,
         fusion=fusion,
-        fusion_weights=tuple(fusion_weights),
+        fusion_weights=fusion_weights,
         inconsistency=inconsistency,
         residual=residual,
-        centre_prior=defaults.centre_prior if centre_prior is None else centre_prior,
+        centre_prior=centre_prior,
+        static_threshold=static_threshold,
+        keep_frames=keep_frames,
+        frame_range=frame_range,
+        allow_truncated=allow_truncated,
     )
-    anchors = anchors or defaults.anchors
-    static_threshold = defaults.static_threshold if static_threshold is _UNSET else static_threshold
-    anchor_list = anchor_frames(anchors, num_frames, gop_size)
+    config = SaliencyConfig(
+        mv_compensate=options.mv_compensate,
+        fusion=options.fusion,
+        fusion_weights=options.fusion_weights,
+        inconsistency=options.inconsistency,
+        residual=options.residual,
+        centre_prior=options.centre_prior,
+    )
+    k, num_frames, motion, anchor_list = options.num_patches, options.num_frames, options.motion, options.whole_frames
 
     started = time.perf_counter()
-    with VideoReader(path) as reader:
+    with VideoReader(path, options.allow_truncated) as reader:
         info = reader.info
         try:
-            geometry = plan_geometry(info.display_hw, defaults.fit, size or defaults.size, patch_size)
+            geometry = plan_geometry(info.display_hw, options.fit, options.size, options.patch_size)
+            frame_ids = sample_frame_ids(info.num_frames, num_frames, options.frame_range)
         except ValueError as error:
             raise SelectionError(info.path, str(error)) from None
-        valid = geometry.valid_patches()
-        if k < 1 or k > num_frames * int(valid.sum()):
-            raise SelectionError(
-                info.path,
-                f"K={k} must be between 1 and the {num_frames * int(valid.sum())} selectable patches of the grid",
-            )
         if motion == "codec" and not info.exports_motion_vectors:
             raise SelectionError(
                 info.path, f"{info.codec} streams carry no exportable motion vectors; use motion='estimate' or 'auto'"
             )
-        try:
-            frame_ids = sample_frame_ids(info.num_frames, num_frames, frame_range)
-        except ValueError as error:
-            raise SelectionError(info.path, str(error)) from None
-        per_frame, frames = _score_frames(reader, frame_ids, geometry, config, motion, keep_frames)
+        per_frame, frames = _score_frames(reader, frame_ids, geometry, config, motion, options.keep_frames)
 
     slots = [per_frame[int(i)] for i in frame_ids]
     scores = np.stack([s.patch_scores for s in slots])
     motion_sources = [s.motion_source for s in slots]
 
-    still = static_threshold is not None and is_static(
-        np.stack([s.patch_motion for s in slots]), valid, static_threshold
+    valid = geometry.valid_patches()
+    still = options.static_threshold is not None and is_static(
+        np.stack([s.patch_motion for s in slots]), valid, options.static_threshold
     )
     whole = spread_frames(anchor_list, k // valid.size, num_frames) if still else anchor_list
     try:
@@ -146,9 +135,9 @@ def select_patches(
 
     source_kinds = sorted({s for s in motion_sources if s != "none"})
     motion_source = source_kinds[0] if len(source_kinds) == 1 else ("+".join(source_kinds) or "none")
-    meta = _meta(preset, k, num_frames, geometry, info, config, motion, anchors, gop_size, whole, still)
+    meta = _meta(options, geometry, info, config, whole, still)
     meta.update(
-        frame_range=None if frame_range is None else [int(frame_range[0]), int(frame_range[1])],
+        frame_range=None if options.frame_range is None else list(options.frame_range),
         motion_sources=motion_sources,
         seconds=round(time.perf_counter() - started, 4),
     )
@@ -160,7 +149,7 @@ def select_patches(
         scores=scores.astype(np.float32),
         motion_source=motion_source,
         meta=meta,
-        frames=np.stack([frames[int(i)] for i in frame_ids]) if keep_frames else None,
+        frames=np.stack([frames[int(i)] for i in frame_ids]) if options.keep_frames else None,
     )
 
 
@@ -175,6 +164,8 @@ def _score_frames(
     """Decode once on this thread; turn frames into luma planes and score them on a worker thread meanwhile."""
     info = reader.info
     turns = info.rotation // 90
+    # Every frame (and reference) goes to the working size planned from the first frame, whatever its own
+    # size: a stream whose frame size changes is scored on one geometry.
     work_hw = geometry.resized_hw[::-1] if turns % 2 else geometry.resized_hw
     reformatter = VideoReformatter()
 
@@ -182,9 +173,9 @@ def _score_frames(
         luma = luma_at(sample.frame, work_hw)
         reference = None if sample.reference is None else luma_at(sample.reference, work_hw)
         vectors = None if motion == "estimate" else sample.motion_vectors
-        return score_frame(
-            luma, reference, vectors, sample.is_intra, info.coded_hw, info.rotation, geometry, config, motion
-        )
+        # The vectors (and estimated motion) are in pixels of this frame's own size.
+        luma_hw = (sample.frame.height, sample.frame.width)
+        return score_frame(luma, reference, vectors, sample.is_intra, luma_hw, info.rotation, geometry, config, motion)
 
     scores: dict[int, FrameScores] = {}
     frames: dict[int, np.ndarray] = {}
@@ -204,15 +195,10 @@ def _score_frames(
 
 
 def _meta(
-    preset: str,
-    k: int,
-    num_frames: int,
+    options: SelectionOptions,
     geometry: FrameGeometry,
     info: VideoInfo,
     config: SaliencyConfig,
-    motion: str,
-    anchors: str,
-    gop_size: int,
     whole_frames: list[int],
     static_fallback: bool,
 ) -> dict[str, Any]:
@@ -220,10 +206,10 @@ def _meta(
     canvas_h, canvas_w = geometry.canvas_hw
     hb, wb = geometry.grid_hw
     return {
-        "preset": preset,
-        "num_patches": k,
-        "K": k,
-        "num_frames": num_frames,
+        "preset": options.preset,
+        "num_patches": options.num_patches,
+        "K": options.num_patches,
+        "num_frames": options.num_frames,
         "patch_size": geometry.patch_size,
         "hb": hb,
         "wb": wb,
@@ -237,9 +223,9 @@ def _meta(
         "valid_ranges": geometry.valid_ranges(),
         "video": info.as_dict(),
         "saliency": config.as_dict(),
-        "motion": motion,
-        "anchors": anchors,
-        "gop_size": gop_size,
+        "motion": options.motion,
+        "anchors": options.anchors,
+        "gop_size": options.gop_size,
         "whole_frames": whole_frames,
         "static_fallback": static_fallback,
     }

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-ANCHOR_POLICIES = ("gop", "first", "none")
-
-
-def anchor_frames(policy: str, num_samples: int, gop_size: int) -> list[int]:
-    """Sampled frames kept whole: every ``gop_size``-th (``gop``), the first (``first``) or none."""
-    if policy not in ANCHOR_POLICIES:
-        raise ValueError(f"anchors must be one of {ANCHOR_POLICIES}, got {policy!r}")
-    if policy == "gop":
-        if gop_size < 1:
-            raise ValueError(f"gop_size must be >= 1, got {gop_size}")
-        return list(range(0, num_samples, gop_size))
-    return [0] if policy == "first" else []
+from .options import ANCHOR_POLICIES as ANCHOR_POLICIES  # the choices live with the other options
+from .options import anchor_frames as anchor_frames
 
 
 def is_static(patch_motion: np.ndarray, valid: np.ndarray, threshold_px: float) -> bool:
@@ -48,6 +38,9 @@ def select_top_k(scores: np.ndarray, k: int, whole_frames: list[int], valid: np.
     candidates = np.flatnonzero(selectable & ~whole)
     needed = k - forced.size
     if needed > candidates.size:
-        raise ValueError(f"K={k} is larger than the {forced.size + candidates.size} selectable patches")
+        raise ValueError(
+            f"K={k} is larger than the {forced.size + candidates.size} selectable patches "
+            "(patches with padding are taken only in whole frames)"
+        )
     order = np.argsort(-scores.reshape(-1)[candidates], kind="stable")[:needed]
     return np.concatenate((forced, candidates[order])).astype(np.int64)
