@@ -39,6 +39,7 @@ __all__ = [
     "saliency_colormap",
     "save_visualization",
     "uniform_slots",
+    "visualization_paths",
 ]
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont  # Pillow's built-in font (bitmap without FreeType)
@@ -537,25 +538,44 @@ def _gif_frames(frames: list[np.ndarray]) -> list[Image.Image]:
     return [Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.NONE) for frame in frames]
 
 
+def visualization_paths(out: str | os.PathLike[str], animation: str = "gif") -> dict[str, Path]:
+    """The files :func:`save_visualization` writes for ``out``: ``{"png": path}`` plus ``"animation": path``
+    unless ``animation == "none"``.
+
+    ``out`` gets a ``.png`` suffix unless it already ends in ``.png``; the animation sits beside it as
+    ``<stem>.anim.gif`` or ``<stem>.anim.mp4`` (``clip.png`` -> ``clip.anim.mp4``), never ``<stem>.mp4``,
+    which is where the video that was drawn usually is.
+
+    Raises:
+        ValueError: ``animation`` is not ``gif``, ``mp4`` or ``none``.
+    """
+    if animation not in ANIMATIONS:
+        raise ValueError(f"animation must be one of {', '.join(ANIMATIONS)}, got {animation!r}")
+    png = Path(out)
+    if png.suffix.lower() != ".png":
+        png = png.with_name(png.name + ".png")
+    paths = {"png": png}
+    if animation != "none":
+        paths["animation"] = png.with_suffix(f".anim.{animation}")
+    return paths
+
+
 def save_visualization(
     selection: CodecSelection, out: str | os.PathLike[str], animation: str = "gif", columns: int = 8
 ) -> dict[str, Path]:
     """Write the contact sheet as PNG to ``out`` and, unless ``animation == "none"``, the per-frame
-    animation beside it with the same stem (``x.png`` -> ``x.gif`` or ``x.mp4``, 8 fps, looping GIF).
+    animation beside it (8 fps, looping GIF), named as :func:`visualization_paths` says: ``x.png`` ->
+    ``x.anim.gif`` or ``x.anim.mp4``.
 
-    ``out`` gets a ``.png`` suffix unless it already ends in ``.png``; ``columns`` is passed to
-    :func:`contact_sheet`. Every file is written atomically.
+    ``columns`` is passed to :func:`contact_sheet`. Every file is written atomically.
     Returns ``{"png": path}`` plus ``"animation": path`` when one was written.
 
     Raises:
         ValueError: the selection holds no frames, or ``animation`` is not ``gif``, ``mp4`` or ``none``.
     """
-    if animation not in ANIMATIONS:
-        raise ValueError(f"animation must be one of {', '.join(ANIMATIONS)}, got {animation!r}")
+    paths = visualization_paths(out, animation)
     _check_frames(selection)
-    png = Path(out)
-    if png.suffix.lower() != ".png":
-        png = png.with_name(png.name + ".png")
+    png = paths["png"]
     png.parent.mkdir(parents=True, exist_ok=True)
 
     sheet = contact_sheet(selection, columns=columns)
@@ -564,7 +584,7 @@ def save_visualization(
         return written
 
     frames = animation_frames(selection)
-    target = png.with_suffix("." + animation)
+    target = paths["animation"]
     if animation == "gif":
         images = _gif_frames(frames)
         written["animation"] = atomic_write(

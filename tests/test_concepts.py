@@ -14,6 +14,7 @@ from PIL import Image
 
 from onevision_encoder import OneVisionEncoderModel
 from onevision_encoder.cli import concepts_cmd
+from onevision_encoder.cli.options import UsageError
 from onevision_encoder.codec.reader import VideoReader, read_frames, sample_frame_ids
 from onevision_encoder.training.concepts import (
     build_concepts,
@@ -290,9 +291,11 @@ def test_cli_end_to_end(images, clip_teacher, tmp_path, capsys):
 
 
 def test_cli_errors_are_exceptions(images, clip_teacher, tmp_path):
-    with pytest.raises(ValueError, match="top_k"):
-        concepts_cmd.run(parse(images, "--teacher", clip_teacher, "--centres", "2", "--out", tmp_path / "o.jsonl"))
-    with pytest.raises(ValueError, match="13 centres from 12 samples"):
+    with pytest.raises(UsageError, match="--top-k 3 is more than --centres 2"):
+        concepts_cmd.run(
+            parse(images, "--teacher", clip_teacher, "--centres", "2", "--top-k", "3", "--out", tmp_path / "o.jsonl")
+        )
+    with pytest.raises(UsageError, match="13 centres from 12 samples"):
         concepts_cmd.run(
             parse(images, "--teacher", clip_teacher, "--centres", "13", "--top-k", "1", "--out", tmp_path / "o.jsonl")
         )

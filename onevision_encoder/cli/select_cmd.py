@@ -7,9 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..codec import select_patches
-from ..media import output_names
-from .options import INPUT_ERRORS, add_command, add_selection_options, report_failure, selection_options
+from .options import (
+    add_command,
+    add_selection_options,
+    names_of_inputs,
+    refuse_outputs_over_inputs,
+    report_failure,
+    selection_options,
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -17,9 +22,10 @@ def add_parser(subparsers: Any) -> None:
         subparsers,
         "select",
         "choose the K codec-salient patches of each video and write the selection files",
-        "Write each video's selection (visidx.npy or visidx_thw.npy, frame_ids.npy, scores.npy, "
-        "meta.json) into OUT/<video name>/ and print a one-line summary per video. Bad videos are reported "
-        "and skipped; the exit status is 1 if any failed.",
+        "Write each video's selection (visidx.npy or visidx_thw.npy, frame_ids.npy, scores.npy, meta.json) "
+        "into OUT/<video name>/ (named by the path as given, links not followed; a name that would replace a "
+        "video is refused) and print a one-line summary per video. Bad videos are reported and skipped; the "
+        "exit status is 1 if any failed.",
         [
             "onevision select clip.mp4 --out selections/",
             "onevision select videos/*.mp4 --preset lmm --out lmm/",
@@ -33,13 +39,19 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = selection_options(args)
-    names = output_names(args.videos)
+    names = names_of_inputs(args.videos)
+    folders = {video: args.out / names[str(video)] for video in args.videos}
+    refuse_outputs_over_inputs(folders.items(), folders=True)
+
+    from ..codec import select_patches
+    from .options import INPUT_ERRORS
+
     failed = 0
     for video in args.videos:
         start = time.perf_counter()
         try:
             selection = select_patches(video, **options)
-            folder = selection.save(args.out / names[str(video)])
+            folder = selection.save(folders[video])
         except INPUT_ERRORS as error:
             report_failure(video, error)
             failed += 1

@@ -28,6 +28,7 @@ from .data import HEADS, manifest_lines
 
 # Keys that hold paths relative to the manifest's folder; rewritten when the new manifest lives elsewhere.
 PATH_KEYS = ("path", "selection")
+DEFAULT_TOP_K = 10  # labels per sample, or the number of centres when there are fewer
 
 Progress = Callable[[int, int], None]
 
@@ -182,7 +183,7 @@ def select_records(
     if len(kinds) > 1:
         raise ValueError(
             f"{manifest}: mixes video samples with image samples, whose embeddings cannot share a concept "
-            "bank; label one group at a time (heads=['video'], then heads=['image', 'ocr'])"
+            "bank; label one group at a time: the video head, then the image and ocr heads"
         )
     return list(records)
 
@@ -198,7 +199,7 @@ def _combine(vectors: np.ndarray, dim: int | None) -> np.ndarray:
     vectors = _normalise(vectors)
     if dim is not None:
         if dim > vectors.shape[1]:
-            raise ValueError(f"dim={dim} is more than the teacher's {vectors.shape[1]}-dim embeddings")
+            raise ValueError(f"cannot keep the first {dim} values of the teacher's {vectors.shape[1]}-dim embeddings")
         vectors = vectors[:, :dim]
     return _normalise(vectors.reshape(-1))
 
@@ -319,13 +320,15 @@ def kmeans(
     return _normalise(clustering.centroids.reshape(num_centres, width))
 
 
-def nearest_centres(embeddings: np.ndarray, centres: np.ndarray, top_k: int = 10) -> np.ndarray:
-    """``[N, top_k]`` int64 indices of each embedding's nearest centres by cosine, nearest first."""
+def nearest_centres(embeddings: np.ndarray, centres: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """``[N, top_k]`` int64 indices of each embedding's nearest centres by cosine, nearest first (``top_k``
+    defaults to ``min(DEFAULT_TOP_K, number of centres)``)."""
     faiss = _faiss()
     data = _normalise(_as_matrix("embeddings", embeddings))
     bank = _normalise(_as_matrix("centres", centres))
     if data.shape[1] != bank.shape[1]:
         raise ValueError(f"embeddings are {data.shape[1]}-dim but the centres are {bank.shape[1]}-dim")
+    top_k = min(DEFAULT_TOP_K, bank.shape[0]) if top_k is None else top_k
     if not 1 <= top_k <= bank.shape[0]:
         raise ValueError(f"top_k must be between 1 and the number of centres ({bank.shape[0]}), got {top_k}")
     index = faiss.IndexFlatIP(bank.shape[1])
@@ -375,7 +378,7 @@ def build_concepts(
     num_centres: int,
     out_manifest: str | os.PathLike[str],
     centres_out: str | os.PathLike[str] | None = None,
-    top_k: int = 10,
+    top_k: int | None = None,
     device: str = "cpu",
     batch_size: int = 16,
     frames: int = 8,
@@ -387,8 +390,9 @@ def build_concepts(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Embed the manifest's samples with ``teacher``, cluster them into ``num_centres`` concepts and write
-    a new manifest whose ``labels`` are each sample's ``top_k`` nearest concepts, plus the centres
-    ``[K, D]`` float32 as ``.npy`` (default ``<out_manifest stem>.centres.npy``).
+    a new manifest whose ``labels`` are each sample's ``top_k`` nearest concepts (default
+    ``min(DEFAULT_TOP_K, num_centres)``), plus the centres ``[K, D]`` float32 as ``.npy`` (default
+    ``<out_manifest stem>.centres.npy``).
 
     With ``heads`` only those samples are labelled; other lines are copied with their labels unchanged.
     Both files are written atomically. Returns a summary: counts, sizes, paths and seconds taken.
@@ -397,6 +401,7 @@ def build_concepts(
     _check_embedding_options(batch_size, frames, dim)
     if num_centres < 1:
         raise ValueError(f"the number of centres must be >= 1, got {num_centres}")
+    top_k = min(DEFAULT_TOP_K, num_centres) if top_k is None else top_k
     if not 1 <= top_k <= num_centres:
         raise ValueError(f"top_k must be between 1 and the number of centres ({num_centres}), got {top_k}")
     all_records = read_records(manifest)
