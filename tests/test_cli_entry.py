@@ -74,3 +74,15 @@ def test_debug_is_accepted_before_or_after_the_subcommand(tmp_path, where):
         [sys.executable, "-m", "onevision_encoder", *map(str, command)], capture_output=True, text=True, timeout=300
     )
     assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+
+
+def test_torchrun_entry_reports_usage_errors_as_the_cli_does(tmp_path):
+    listing = tmp_path / "train.csv"
+    listing.write_text("clip.mp4,0\n")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    args = ["--train", listing, "--val", listing, "--model", tmp_path / "m", "--mode", "chunk", "--out", listing]
+    result = subprocess.run(
+        [sys.executable, "-m", "onevision_encoder.probe", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and str(listing) in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import __version__
 from . import concepts_cmd, demo, encode_cmd, preprocess_cmd, probe_cmd, select_cmd, train_cmd, viz_cmd
@@ -38,18 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(SUBCOMMANDS[args.command].run, args, f"{parser.prog} {args.command}")
+
+
+def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+    """``run(args)``'s exit status, with errors as one line: 2 for usage errors, 130 for an interrupt,
+    1 for anything else (``args.debug`` adds the traceback)."""
+    debug = getattr(args, "debug", False)
     try:
-        return SUBCOMMANDS[args.command].run(args)
+        return run(args)
     except UsageError as error:
-        if args.debug:
+        if debug:
             traceback.print_exc()
-        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # one readable line for users; --debug shows where it came from
-        if args.debug:
+        if debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 1
