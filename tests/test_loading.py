@@ -1,6 +1,11 @@
 """Checkpoints whose weights do not fit are refused, naming the weights."""
 
+import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 from onevision_encoder import CheckpointMismatchError, OneVisionEncoderModel
+from onevision_encoder.model import DamagedCheckpointError
 
 
 def altered_checkpoint(source, target, change):
@@ -62,3 +68,101 @@ def test_folder_without_weights_fails_clearly(tmp_path, parity_dir):
     shutil.copy(parity_dir / "tiny" / "config.json", tmp_path / "config.json")
     with pytest.raises(OSError, match=r"(?i)model\.safetensors|pytorch_model\.bin|weights"):
         OneVisionEncoderModel.from_pretrained(tmp_path)
+
+
+# --- damaged files and an unreachable Hub -----------------------------------------------------------
+
+DAMAGE = {
+    "empty": (lambda data: b"", "header too small"),
+    "truncated": (lambda data: data[: len(data) // 2], "incomplete metadata"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+@pytest.mark.parametrize("loader", [OneVisionEncoderModel, AutoModel], ids=["class", "auto"])
+def test_damaged_weights_name_the_file(parity_dir, tmp_path, damage, loader):
+    cut, problem = DAMAGE[damage]
+    shutil.copy(parity_dir / "tiny" / "config.json", tmp_path / "config.json")
+    (tmp_path / "model.safetensors").write_bytes(cut((parity_dir / "tiny" / "model.safetensors").read_bytes()))
+    message = rf"{tmp_path / 'model.safetensors'}: damaged or truncated safetensors file \({problem}.*re-save it"
+    with pytest.raises(DamagedCheckpointError, match=message):
+        loader.from_pretrained(tmp_path)
+
+
+def cache_snapshot(cache, repo_id, files):
+    """A hub id's files as huggingface_hub caches them (``models--ORG--NAME/snapshots/COMMIT/``)."""
+    commit = "0" * 40
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, data in files.items():
+        (snapshot / name).write_bytes(data)
+    return snapshot
+
+
+UNREACHABLE_HUB = """
+import json, os, socket, sys, time
+import huggingface_hub
+from onevision_encoder import OneVisionEncoderModel
+from onevision_encoder.model import HubUnreachableError
+
+attempts = []  # connections to the Hub, but for huggingface_hub's once-a-process agent registry fetch
+connect = socket.socket.connect
+
+
+def counting_connect(self, address):
+    frame = sys._getframe(1)
+    while frame is not None and not frame.f_code.co_filename.endswith("_detect_agent.py"):
+        frame = frame.f_back
+    if frame is None:
+        attempts.append(address)
+    return connect(self, address)
+
+
+socket.socket.connect = counting_connect
+result = {}
+start = time.monotonic()
+try:
+    OneVisionEncoderModel.from_pretrained("nobody/not-cached")
+except HubUnreachableError as error:
+    result["error"] = str(error)
+result["seconds"] = time.monotonic() - start
+result["attempts"] = [len(attempts)]
+result["hidden_size"] = OneVisionEncoderModel.from_pretrained("somebody/cached").config.hidden_size
+result["attempts"].append(len(attempts))
+try:
+    OneVisionEncoderModel.from_pretrained("somebody/damaged")
+except OSError as error:
+    result["damaged"] = str(error)
+result["attempts"].append(len(attempts))
+result["offline_left_alone"] = not huggingface_hub.constants.HF_HUB_OFFLINE and "HF_HUB_OFFLINE" not in os.environ
+print(json.dumps(result))
+"""
+
+
+def test_an_unreachable_hub_fails_at_once_and_cached_models_still_load(parity_dir, tmp_path):
+    """The Hub's endpoint is a local port that refuses connections (bound, not listening): a dead network,
+    whatever this machine's own network. huggingface_hub alone retries 5 times over 23 s, then says only
+    that it could not connect."""
+    tiny = {name: (parity_dir / "tiny" / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    cache = tmp_path / "hub"
+    cache_snapshot(cache, "somebody/cached", tiny)
+    damaged = cache_snapshot(cache, "somebody/damaged", {**tiny, "model.safetensors": b""})
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env = {k: v for k, v in inherited.items() if "PROXY" not in k.upper()}  # straight to the local port
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # never listens: connections are refused
+        env |= {"HF_ENDPOINT": f"http://127.0.0.1:{closed.getsockname()[1]}", "HF_HUB_CACHE": str(cache)}
+        env["HF_HOME"] = str(tmp_path / "home")
+        done = subprocess.run([sys.executable, "-c", UNREACHABLE_HUB], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["error"].startswith("nobody/not-cached: the model could not be downloaded: http://127.0.0.1:")
+    assert "Connection refused" in result["error"] and "local folder" in result["error"]
+    assert result["attempts"] == [1, 2, 3]  # one request per from_pretrained: no retries
+    assert result["seconds"] < 20  # a guard only: the count above is the test
+    assert result["hidden_size"] == 128 and result["offline_left_alone"]  # the cached model loads offline
+    assert result["damaged"].startswith(f"{damaged / 'model.safetensors'}: damaged or truncated safetensors file")
+    assert "force_download=True" in result["damaged"]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import add_command
+from .options import UsageError, add_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, help="length of the schedule (default: train.max_steps)")
     parser.add_argument("--stop-after", type=int, help="stop after this many steps with a checkpoint")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again over a run already in --out: deletes its checkpoints/, final/, metrics.jsonl and "
+        "tensorboard/ first, and only if they hold what training writes (other files in --out stay). Without "
+        "--resume or --overwrite, a --out that holds a run is refused",
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,6 +37,7 @@ def add_parser(subparsers: Any) -> None:
             "onevision train --config configs/tiny-cpu.yaml --out runs/tiny",
             "onevision train --config my.yaml --out runs/a --max-steps 10000 --stop-after 500",
             "onevision train --config my.yaml --out runs/a --resume",
+            "onevision train --config my.yaml --out runs/a --overwrite    # delete that run, start again",
             "torchrun --nproc_per_node 8 -m onevision_encoder.train --config my.yaml --out runs/a",
         ],
     )
@@ -39,9 +47,24 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..distributed import process_group
     from ..training import load_config, train
+    from ..training.trainer import PreviousRunError, claim_run_folder
 
+    if args.resume and args.overwrite:
+        raise UsageError(
+            "--resume and --overwrite exclude each other: --resume continues the run in --out, --overwrite deletes it"
+        )
+    config = load_config(args.config)  # a bad config fails before --overwrite deletes anything
     with process_group() as (rank, _, _):
-        metrics = train(load_config(args.config), args.out, args.max_steps, args.stop_after, args.resume)
+        try:  # before any work (data, model); rank 0 decides for every process
+            claim_run_folder(args.out, args.resume, args.overwrite)
+        except PreviousRunError as error:
+            raise UsageError(
+                f"{args.out} already holds a training run ({', '.join(error.found)}): add --resume to continue it, "
+                "or --overwrite to delete it and start again"
+            ) from None
+        except (FileExistsError, FileNotFoundError) as error:  # not a run to overwrite; nothing to resume
+            raise UsageError(str(error)) from None
+        metrics = train(config, args.out, args.max_steps, args.stop_after, args.resume)
     if metrics and rank == 0:
         print(f"step {metrics['step']}: loss {metrics['loss']:.4f} -> {args.out}")
     return 0

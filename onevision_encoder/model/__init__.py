@@ -3,6 +3,7 @@
 from ..auto_registration import register as register_with_transformers_auto_classes
 from .configuration import PRESETS, OneVisionEncoderConfig
 from .image_processing import OneVisionEncoderImageProcessor
+from .loading import DamagedCheckpointError, HubUnreachableError
 from .modeling import (
     CheckpointMismatchError,
     OneVisionEncoderModel,
@@ -15,6 +16,8 @@ from .tower import TowerFeatures, vision_tower_features
 __all__ = [
     "PRESETS",
     "CheckpointMismatchError",
+    "DamagedCheckpointError",
+    "HubUnreachableError",
     "OneVisionEncoderConfig",
     "OneVisionEncoderImageProcessor",
     "OneVisionEncoderModel",

@@ -13,8 +13,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
@@ -23,6 +25,7 @@ from transformers.utils import ModelOutput
 
 from ..video.grid import check_visible_indices, indices_to_positions
 from .configuration import OneVisionEncoderConfig
+from .loading import check_hub, damaged_weights_error
 
 ATTENTION_BACKENDS = ("sdpa", "eager", "flash_attention_2")
 
@@ -421,16 +424,26 @@ class OneVisionEncoderPreTrainedModel(PreTrainedModel):
         """``PreTrainedModel.from_pretrained`` that refuses checkpoints whose weights do not fit.
 
         Missing, unexpected and mis-shaped weights raise :class:`CheckpointMismatchError` naming them
-        (transformers only logs the first two). Pass ``strict=False`` to load anyway.
+        (transformers only logs the first two). Pass ``strict=False`` to load anyway. A damaged weights
+        file raises :class:`DamagedCheckpointError` naming it; a hub id while the Hub cannot be reached
+        loads from the local cache, or raises :class:`HubUnreachableError` within seconds.
         """
         location = os.fspath(pretrained_model_name_or_path)
-        if location.startswith((".", os.sep, "~")) and not os.path.isdir(os.path.expanduser(location)):
+        folder = os.path.isdir(os.path.expanduser(location))
+        if location.startswith((".", os.sep, "~")) and not folder:
             raise FileNotFoundError(f"{location}: no such checkpoint folder")
+        if not folder:  # a hub id: one short request first, so an unreachable Hub fails in seconds
+            kwargs = check_hub(location, kwargs)
         strict = kwargs.pop("strict", True)
         want_info = kwargs.pop("output_loading_info", False)
         # Mis-shaped weights are collected (and reported below by name) rather than raised anonymously.
         kwargs.setdefault("ignore_mismatched_sizes", True)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:
+            raise damaged_weights_error(location, kwargs, error) from error
         if strict:
             problems = [
                 f"{label}: {', '.join(sorted(_describe_key(key) for key in info[field]))}"
@@ -540,7 +553,11 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         gather = False
         if visible_indices is not None:
             # Sparse indices select patches of this clip; a full set only places them on the grid.
-            count = visible_indices.shape[-1] if hasattr(visible_indices, "shape") else len(visible_indices)
+            if not isinstance(visible_indices, torch.Tensor):
+                visible_indices = torch.as_tensor(np.asarray(visible_indices))
+            if visible_indices.ndim not in (1, 2):
+                raise ValueError(f"visible_indices must have shape [N] or [B, N], got {tuple(visible_indices.shape)}")
+            count = visible_indices.shape[-1]
             gather = count != num_patches
             limit = num_patches if gather else max(grid_frames, frames) * grid_hw[0] * grid_hw[1]
             visible_indices = check_visible_indices(visible_indices, batch, limit).to(clip.device)
@@ -572,6 +589,11 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         """
         if layout not in ("packed", "padded"):
             raise ValueError(f"layout must be 'packed' or 'padded', got {layout!r}")
+        if not isinstance(samples, (list, tuple)):
+            raise TypeError(
+                f"samples must be a list of dicts (one per sample, each with 'pixel_values'), got "
+                f"{type(samples).__name__}; for a batch tensor call the model itself"
+            )
         if not samples:
             raise ValueError("forward_packed needs at least one sample")
         tokens, positions = [], []
@@ -582,6 +604,11 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
             if not isinstance(pixels, torch.Tensor) or pixels.ndim not in (3, 4):
                 shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
                 raise ValueError(f"sample {number}: pixel_values must be [C, H, W] or [C, T, H, W], got {shape}")
+            if pixels.shape[0] != self.config.num_channels:
+                raise ValueError(
+                    f"sample {number}: pixel_values has {pixels.shape[0]} channels in dimension 0, the model expects "
+                    f"{self.config.num_channels} (layout [C, H, W] or [C, T, H, W])"
+                )
             extras = {}
             for key, rank in (("visible_indices", 1), ("patch_positions", 2)):
                 if sample.get(key) is not None:
@@ -593,8 +620,8 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
                     extras[key] = value[None]
             try:
                 hidden, where = self.embed_inputs(pixels[None], **extras)
-            except ValueError as error:
-                raise ValueError(f"sample {number}: {error}") from None
+            except (ValueError, TypeError) as error:
+                raise type(error)(f"sample {number}: {error}") from None
             tokens.append(hidden[0])
             positions.append(where[0])
         lengths = [t.shape[0] for t in tokens]
@@ -630,6 +657,17 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
                 f"pixel_values must be [B, C, H, W] (images) or [B, C, T, H, W] (clips), got shape "
                 f"{tuple(pixel_values.shape)}"
             )
+        if pixel_values.shape[0] == 0:
+            raise ValueError(
+                f"pixel_values holds no sample (shape {tuple(pixel_values.shape)}): at least one image or clip "
+                "is needed"
+            )
+        if not pixel_values.is_floating_point():
+            raise TypeError(
+                f"pixel_values has dtype {pixel_values.dtype}; the model takes floating-point pixels normalised "
+                "with the processor's mean and std, not raw values: prepare images and clips with "
+                "OneVisionEncoderImageProcessor (processor(images=...)['pixel_values'])"
+            )
         channels = pixel_values.shape[1]
         if channels != self.config.num_channels:
             raise ValueError(
@@ -639,7 +677,10 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         height, width = pixel_values.shape[-2:]
         p = self.config.patch_size
         if height < p or width < p or height % p or width % p:
-            raise ValueError(f"image size {height}x{width} must be a positive multiple of the patch size {p}")
+            raise ValueError(
+                f"pixel_values has height x width {height}x{width}; both must be a positive multiple of the patch "
+                f"size {p} (OneVisionEncoderImageProcessor resizes and crops to such sizes)"
+            )
         if pixel_values.ndim == 4:
             return pixel_values.unsqueeze(2), 1
         if pixel_values.shape[2] == 0:

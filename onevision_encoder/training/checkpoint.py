@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..distributed import rank_world
 from ..files import remove_leftovers
+from ..model.loading import DamagedCheckpointError
 from .sharding import is_sharded, load_whole_state, shard_optimizer_state, whole_optimizer_state, whole_state
 
 CHECKPOINTS = "checkpoints"
@@ -126,23 +129,40 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     losses: dict[str, torch.nn.Module],
 ) -> dict[str, Any]:
-    """Restore everything; returns the trainer state saved with it."""
-    load_whole_state(model, load_file(folder / "model.safetensors"))
-    saved = shard_optimizer_state(optimizer, torch.load(folder / "optimizer.pt", weights_only=False))
+    """Restore everything; returns the trainer state saved with it. A file that cannot be read raises
+    :class:`DamagedCheckpointError` naming it."""
+    load_whole_state(model, _read(folder / "model.safetensors", load_file))
+    saved = shard_optimizer_state(optimizer, _read(folder / "optimizer.pt", _torch_load))
     current = optimizer.state_dict()
     current["param_groups"] = saved["param_groups"]
     current["state"] = saved["state"]
     optimizer.load_state_dict(current)
     for head, loss in losses.items():
         _load_centres(folder, head, loss, optimizer)
-    trainer_state = json.loads((folder / "trainer.json").read_text())
-    rngs = torch.load(folder / "rng.pt", weights_only=False)
+    trainer_state = _read(folder / "trainer.json", lambda path: json.loads(path.read_text()))
+    rngs = _read(folder / "rng.pt", _torch_load)
     # On another number of processes there is no saved state per rank to restore. The run is unchanged all
     # the same: the loop's random draws come from generators seeded per sample and per step, not these
     # (attention dropout, 0 in the release, is the one user of the global generator).
     if len(rngs) == (dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1):
         set_rng_state(rngs[rank_world()[0]])
     return trainer_state
+
+
+def _read(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``, with a file that cannot be read (empty, truncated, garbled) reported by name."""
+    try:
+        return read(path)
+    except (SafetensorError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, UnicodeDecodeError) as error:
+        raise DamagedCheckpointError(
+            path,
+            f"damaged or truncated checkpoint file ({type(error).__name__}: {error}); delete the folder "
+            f"{path.parent} to resume from the checkpoint before it (if any)",
+        ) from error
+
+
+def _torch_load(path: Path) -> Any:
+    return torch.load(path, weights_only=False)
 
 
 def _load_centres(folder: Path, head: str, loss: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -153,7 +173,7 @@ def _load_centres(folder: Path, head: str, loss: torch.nn.Module, optimizer: tor
     for path in sorted(
         folder.glob(f"centres-{head}.rank*.safetensors"), key=lambda p: int(p.stem.rsplit("rank", 1)[1])
     ):
-        with safe_open(path, framework="pt") as shard:
+        with _read(path, lambda path: safe_open(path, framework="pt")) as shard:
             meta = shard.metadata()
             lo, hi = int(meta["start"]), int(meta["end"])
             step = int(float(meta["step"]))

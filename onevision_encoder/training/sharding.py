@@ -51,6 +51,15 @@ def is_sharded(tensor: torch.Tensor | None) -> bool:
     return isinstance(tensor, DTensor)
 
 
+def rank_rows(tensor: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """The slice of a whole tensor that FSDP2's ``Shard(0)`` gives ``rank``: ``torch.chunk`` along
+    dim 0, empty for the ranks beyond the chunks (a scalar belongs to rank 0)."""
+    if tensor.ndim == 0:
+        return tensor.reshape(1) if rank == 0 else tensor.new_empty(0)
+    chunks = torch.chunk(tensor, world, dim=0)
+    return chunks[rank] if rank < len(chunks) else tensor.new_empty(0)
+
+
 def whole(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor on the CPU; for a sharded one every process must call this, in the same order."""
     if is_sharded(tensor):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -22,17 +23,93 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..distributed import rank_world, setup_distributed
+from ..distributed import agree, rank_world, setup_distributed
 from ..files import atomic_directory
 from ..model import OneVisionEncoderConfig, OneVisionEncoderImageProcessor, OneVisionEncoderModel
-from .checkpoint import clean_partial, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINTS, clean_partial, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import HEADS, HeadStream, read_manifest, sample_seed, split_by_head
 from .loader import BatchLoader
 from .loss import ClusterDiscriminationLoss
 from .schedule import learning_rate_factor
-from .sharding import is_sharded, load_whole_state, shard_model, whole_state
+from .sharding import is_sharded, load_whole_state, rank_rows, shard_model, whole_state
 from .synthetic import make_synthetic_dataset
+
+# What a run writes into its folder: all that `overwrite` deletes (other files in the folder stay).
+RUN_OUTPUTS = (CHECKPOINTS, "final", "metrics.jsonl", "tensorboard")
+
+
+class PreviousRunError(FileExistsError):
+    """The run folder already holds a run, and neither resuming nor overwriting it was asked for."""
+
+    def __init__(self, out: Path, found: list[str]) -> None:
+        self.out, self.found = out, found
+        super().__init__(
+            f"{out} already holds a training run ({', '.join(found)}): pass resume=True to continue it, "
+            "or overwrite=True to delete it and start again"
+        )
+
+
+def claim_run_folder(out: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Settle what becomes of an earlier run in ``out``, before any work; every process calls this.
+
+    Rank 0 looks and every process takes its answer, so all refuse together and only rank 0 deletes.
+    An earlier run (any of :data:`RUN_OUTPUTS`) is continued (``resume``), deleted (``overwrite``: those
+    outputs only, and only when they look like a run's) or refused with :class:`PreviousRunError`;
+    ``resume`` without a checkpoint is a ``FileNotFoundError``.
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run in the folder, or delete it")
+    rank = rank_world()[0]
+    seen = None
+    if rank == 0:
+        found = [name for name in RUN_OUTPUTS if (out / name).exists()]
+        foreign = [name for name in found if not _written_by_training(out / name)]
+        seen = (found, foreign, latest_checkpoint(out) is not None)
+    found, foreign, has_checkpoint = agree(seen)
+    if resume and not has_checkpoint:
+        raise FileNotFoundError(f"{out}: --resume given but no checkpoint found")
+    if found and not resume and not overwrite:
+        raise PreviousRunError(out, found)
+    if found and overwrite:
+        if foreign:
+            raise FileExistsError(
+                f"{out} holds {', '.join(foreign)} but not as a training run writes them: not deleting them "
+                "(delete them yourself, or choose another folder)"
+            )
+        if rank == 0:
+            for name in found:
+                target = out / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+        if dist.is_initialized():
+            dist.barrier()
+
+
+def _written_by_training(path: Path) -> bool:
+    """Whether ``path`` (one of :data:`RUN_OUTPUTS`) holds what training writes there and nothing else."""
+    if path.is_symlink():
+        return False
+    if path.name == "metrics.jsonl":
+        if not path.is_file():
+            return False
+        with open(path, "rb") as log:
+            first = log.readline()
+        try:
+            return not first or "step" in json.loads(first)
+        except (ValueError, TypeError):
+            return False
+    if not path.is_dir():
+        return False
+    names = [entry.name for entry in path.iterdir()]
+    if path.name == CHECKPOINTS:
+        return all(name.startswith(("step-", ".step-")) for name in names)
+    if path.name == "final":
+        return "training_config.yaml" in names or not names
+    return all(name.startswith("events.out.tfevents") for name in names)  # tensorboard/
 
 
 # Unannotated on purpose: DDP rejects a hook whose annotations are strings (postponed evaluation).
@@ -80,19 +157,27 @@ def parameter_groups(
 
 
 def global_grad_norm(backbone: list[torch.nn.Parameter], centres: list[torch.nn.Parameter]) -> torch.Tensor:
-    """Norm over every gradient of the run: whole (DDP) backbone gradients counted once, the slices of
-    the centres and of an FSDP-sharded backbone summed over all ranks."""
+    """Norm over every gradient of the run, added up in one fixed order whatever the sharding.
 
-    def squares(grads: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack([grad.float().pow(2).sum() for grad in grads]).sum() if grads else torch.zeros(())
-
+    Each gradient's squares are summed per rank's slice as FSDP2 lays it out (:func:`rank_rows`; a
+    whole DDP gradient is cut here the same way, a sharded one is already that slice, the centres are
+    each rank's rows), and the slices' sums are added in rank order, then in gradient order. So a DDP
+    and an FSDP run clip by the bitwise same factor (adding the slices in another order than the whole
+    tensor changed the last bit of the norm, and through clipping every weight).
+    """
+    rank, world = rank_world()
     grads = [p.grad for p in backbone if p.grad is not None]
-    whole = [grad for grad in grads if not is_sharded(grad)]
-    slices = [p.grad for p in centres if p.grad is not None] + [g.to_local() for g in grads if is_sharded(g)]
-    shards = squares(slices)
-    if dist.is_initialized():
-        dist.all_reduce(shards)
-    return (squares(whole).to(shards.device) + shards).sqrt()
+    slices = [grad.to_local() if is_sharded(grad) else rank_rows(grad, rank, world) for grad in grads]
+    slices += [p.grad for p in centres if p.grad is not None]
+    mine = torch.stack([piece.float().pow(2).sum() for piece in slices])
+    per_rank = [mine]
+    if world > 1:
+        per_rank = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(per_rank, mine)
+    total = per_rank[0]
+    for part in per_rank[1:]:
+        total = total + part
+    return total.sum().sqrt()
 
 
 def prepare_data(config: TrainConfig, rank: int) -> Path:
@@ -111,11 +196,14 @@ def train(
     max_steps: int | None = None,
     stop_after: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train; returns the last logged metrics. ``max_steps`` sets the schedule's length, ``stop_after``
-    ends the run after that many steps with a checkpoint (as an interruption would)."""
+    ends the run after that many steps with a checkpoint (as an interruption would). A folder that
+    already holds a run needs ``resume`` or ``overwrite`` (:func:`claim_run_folder`)."""
     out = Path(out)
     rank, world, device = setup_distributed()
+    claim_run_folder(out, resume, overwrite)
     torch.manual_seed(config.train.seed)
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
@@ -153,8 +241,6 @@ def train(
 
     step = 0
     checkpoint = latest_checkpoint(out) if resume else None
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"{out}: --resume given but no checkpoint found")
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, losses)
         step = state["step"]
