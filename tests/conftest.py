@@ -3,6 +3,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -60,3 +62,28 @@ def spawn_processes(worker: Callable, args: tuple, nprocs: int = 2, timeout_s: f
             for process in context.processes:
                 process.terminate()
             pytest.fail(f"the {nprocs} worker processes did not finish in {timeout_s:.0f} s")
+
+
+def write_stream(path, frames, codec, options=None, fmt=None, first_pts=0, rate=25):
+    """Encode RGB frames with any PyAV encoder into any container; returns the path."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = options or {}
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = first_pts + index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def cut_after(path, target, frames):
+    """Copy of ``path`` cut (as an interrupted download) where its ``frames``-th video packet starts."""
+    with av.open(str(path)) as container:
+        starts = [packet.pos for packet in container.demux(video=0) if packet.size]
+    target.write_bytes(path.read_bytes()[: starts[frames]])
+    return target

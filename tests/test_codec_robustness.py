@@ -11,6 +11,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from conftest import cut_after, write_stream
 
 from onevision_encoder.codec import CorruptVideoError, NotAVideoError, SelectionError, select_patches
 from onevision_encoder.codec.geometry import MAX_RESIZED_SIDE, plan_geometry
@@ -23,36 +24,11 @@ FEW = dict(num_frames=8, num_patches=64, anchors="none")
 ENCODERS = {"webm": ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8"}), "mkv": ("ffv1", {})}
 
 
-def write_stream(path, frames, codec, options=None, fmt=None, first_pts=0, rate=25):
-    """Encode RGB frames with any PyAV encoder into any container; returns the path."""
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = options or {}
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = first_pts + index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def main(argv):
     """The ``onevision`` entry point, in this process (imported here: the CLI is not what most tests test)."""
     from onevision_encoder.cli.main import main as onevision
 
     return onevision(argv)
-
-
-def cut_after(path, target, frames):
-    """Copy of ``path`` cut (as an interrupted download) where its ``frames``-th video packet starts."""
-    with av.open(str(path)) as container:
-        starts = [packet.pos for packet in container.demux(video=0) if packet.size]
-    target.write_bytes(path.read_bytes()[: starts[frames]])
-    return target
 
 
 # --- truncated Matroska / WebM -------------------------------------------------------------------

@@ -246,6 +246,14 @@ def test_train_over_a_previous_run_is_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "home"), "--overwrite"]) == 2
     assert "holds final but not as a training run writes them: not deleting" in capsys.readouterr().err
     assert (tmp_path / "home" / "final" / "thesis.pdf").is_file() and not (tmp_path / "generated").exists()
+    # the torchrun entry refuses the same way (exit 2, one line, no traceback)
+    entry = subprocess.run(
+        [sys.executable, "-m", "onevision_encoder.train", "--config", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert entry.returncode == 2 and "--overwrite" in entry.stderr and "Traceback" not in entry.stderr
 
 
 def test_overwrite_deletes_the_previous_run_and_nothing_else(data, tmp_path):

@@ -6,6 +6,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from conftest import cut_after, write_stream
 
 from onevision_encoder.codec import select_patches
 from onevision_encoder.codec.reader import read_frames, sample_frame_ids
@@ -16,6 +17,7 @@ from onevision_encoder.training.data import HeadStream, ManifestError, Sample, r
 from onevision_encoder.training.schedule import learning_rate_factor
 from onevision_encoder.training.synthetic import make_synthetic_dataset
 from onevision_encoder.video import chunk_visible_indices, mosaic
+from onevision_encoder.video.synthetic import make_clip
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +175,14 @@ def test_synthetic_labels_follow_the_pictures(dataset):
     samples = read_manifest(manifest)
     assert sorted({s.labels[0] for s in samples if s.head == "image"}) == [0, 1, 2, 3]
     assert np.all([len(s.labels) >= 1 for s in samples])
+
+
+def test_a_selection_of_a_truncated_video_trains_on_the_frames_it_was_made_from(tmp_path):
+    whole = write_stream(tmp_path / "whole.webm", make_clip("moving_object", num_frames=24).frames, "libvpx-vp9")
+    cut = cut_after(whole, tmp_path / "cut.webm", 12)
+    selected = select_patches(cut, num_patches=128, size=56, patch_size=14, allow_truncated=True)
+    sample = Sample(cut, "video", [1], selected.save(tmp_path / "sel"), "m:1")
+    settings = VideoSettings(resolution=56, patch_size=14, num_frames=64, num_patches=128, ratios={"codec": 1.0})
+    batch = video_batch([(sample, 1000)], settings)
+    assert batch.modes == ["codec"]
+    assert tuple(batch.forwards[0]["visible_indices"].shape) == (1, 128)

@@ -188,7 +188,9 @@ def _codec_entry(
                 f"{sample.source}: selection {sample.selection} is {selection.num_patches} patches of a "
                 f"{selection.grid} grid; the video head expects {settings.num_patches} of {grid}"
             )
-        clip = _clip(sample, processor, lambda: read_frames(sample.path, selection.frame_ids))
+        # A selection made with allow_truncated reads the frames the file holds, as its selection did.
+        truncated = bool(selection.meta.get("video", {}).get("truncated"))
+        clip = _clip(sample, processor, lambda: read_frames(sample.path, selection.frame_ids, truncated))
     else:  # no precomputed selection: select now, on the very frames that are then used
         try:
             selection = select_patches(
