@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "PRESETS": ".model",
     "CheckpointMismatchError": ".model",
+    "DamagedCheckpointError": ".model",
+    "HubUnreachableError": ".model",
     "CodecSelection": ".codec",
     "CorruptVideoError": ".codec",
     "NotAVideoError": ".codec",
