@@ -3,17 +3,28 @@
 Everything is written under a temporary name beside its target, ``.NAME.<tag><random>.tmp<suffix>``,
 and renamed into place when complete. A killed run can leave such names behind; a later run
 removes them with :func:`remove_leftovers`.
+
+An output folder also gets its guards here: :func:`check_writable` before any work,
+:func:`storage_fault` to tell a full or read-only disk from a bad input, and :func:`folder_lock` so
+that two runs never write one folder at once.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import re
+import shlex
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def _umask() -> int:
@@ -86,3 +97,103 @@ def remove_leftovers(root: str | os.PathLike[str], tag: str = "") -> int:
             leftover.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def check_writable(folder: str | os.PathLike[str]) -> None:
+    """Create, write, sync and remove a small probe file in ``folder``: a read-only, full or forbidden
+    folder raises its ``OSError`` here, before any work, instead of after every input's work."""
+    handle, name = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=".tmp")
+    try:
+        os.write(handle, bytes(4096))
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+        os.unlink(name)
+
+
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# numpy reports a short write (a full disk) without an errno: "16384 requested and 2016 written".
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def storage_fault(error: OSError) -> str | None:
+    """What ``error``, raised while writing, says about the storage when the storage itself is at fault
+    (``"no space left on device"``, ``"disk quota exceeded"``, ``"read-only file system"``): no later
+    write there can succeed. ``None`` for anything else (e.g. an image encoder's error)."""
+    if error.errno in STORAGE_ERRNOS:
+        return os.strerror(error.errno).lower()
+    if error.errno is None and _SHORT_WRITE.fullmatch(str(error)):
+        return os.strerror(errno.ENOSPC).lower()
+    return None
+
+
+class FolderInUseError(BlockingIOError):
+    """Another process holds the folder's lock; ``holder`` is what it wrote about itself."""
+
+    def __init__(self, folder: str | os.PathLike[str], holder: dict[str, Any]) -> None:
+        super().__init__(errno.EWOULDBLOCK, "folder in use", os.fspath(folder))
+        self.folder, self.holder = os.fspath(folder), holder
+
+    def __str__(self) -> str:
+        if not self.holder:
+            return f"{self.folder} is in use by another run (it has not written who it is yet)"
+        who = f"pid {self.holder.get('pid')} on {self.holder.get('host')} since {self.holder.get('since')}"
+        return f"{self.folder} is in use by another run ({who}): {self.holder.get('command')}"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike[str], name: str = ".lock") -> Iterator[Path]:
+    """Hold the exclusive lock ``folder/name`` for the block; while it is held, another process (or
+    another call in this one) gets :class:`FolderInUseError` naming the holder.
+
+    The lock is the kernel's (``flock``): it ends with its process, so the lock of a killed run is
+    free at once and the next run takes it over. The file holds the holder's pid, host, command and
+    start time, and is removed when the block ends.
+    """
+    import fcntl  # POSIX only, and only needed here: the atomic writes above work everywhere
+
+    path = Path(folder) / name
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(handle)
+            os.close(handle)
+            raise FolderInUseError(folder, holder) from None
+        except BaseException:
+            os.close(handle)
+            raise
+        if _is_open_at(handle, path):
+            break
+        os.close(handle)  # the holder removed the file as it let go: lock the file now at this path
+    try:
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": shlex.join([sys.executable, *sys.argv]),
+        }
+        os.ftruncate(handle, 0)
+        os.write(handle, json.dumps(holder).encode() + b"\n")
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # still locked: a process that opened this file sees it removed
+        os.close(handle)
+
+
+def _read_holder(handle: int) -> dict[str, Any]:
+    try:
+        holder = json.loads(os.pread(handle, 65536, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _is_open_at(handle: int, path: Path) -> bool:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle)
+    return (found.st_dev, found.st_ino) == (opened.st_dev, opened.st_ino)

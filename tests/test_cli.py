@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from safetensors.numpy import load_file
 
-from onevision_encoder.cli.preprocess_cmd import with_images
+from onevision_encoder.cli.conversations import with_images
 from onevision_encoder.codec import CodecSelection
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
@@ -117,7 +117,7 @@ def test_viz_writes_pictures(dataset, tmp_path, animation):
         pixels = np.asarray(sheet.convert("RGB"))
     assert pixels.shape[1] > 4 * 160 and pixels.shape[0] > 4 * 100
     assert pixels.std() > 20  # a picture, not a blank page
-    assert (tmp_path / f"walk.{animation}").stat().st_size > 10_000
+    assert (tmp_path / f"walk.anim.{animation}").stat().st_size > 10_000
 
 
 def test_encode_images_and_videos(dataset, tmp_path, parity_dir):
@@ -179,7 +179,7 @@ def test_encode_bad_inputs(dataset, tmp_path, parity_dir):
     assert missing_model.returncode == 1 and error_lines(missing_model.stderr) == [
         f"error: {tmp_path / 'nope'}: no such checkpoint folder"
     ]
-    assert onevision("encode", good[0], "--model", parity_dir / "tiny", "--out", tmp_path / "f.txt").returncode == 1
+    assert onevision("encode", good[0], "--model", parity_dir / "tiny", "--out", tmp_path / "f.txt").returncode == 2
 
 
 def test_preprocess_records_exactly_the_bad_files_and_resumes(dataset, tmp_path):
@@ -187,16 +187,16 @@ def test_preprocess_records_exactly_the_bad_files_and_resumes(dataset, tmp_path)
     out = tmp_path / "pre"
     result = onevision("preprocess", root, "--out", out, "--workers", "2")
     assert result.returncode == 1
-    assert "done 3, skipped 0, failed 2" in result.stdout
+    assert "done 3, skipped 0, failed 1" in result.stdout and "ignored 1 other files" in result.stdout
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
-    assert sorted(Path(f["path"]).name for f in failures) == ["broken.mp4", "notes.txt"]
+    assert [Path(f["path"]).name for f in failures] == ["broken.mp4"]  # notes.txt is not a video: ignored
     assert all(f["error"] == "NotAVideoError" and f["message"] for f in failures)
     for name in ("walk.mp4", "sub/pan.mp4", "still.mp4"):
         assert CodecSelection.load(out / name).num_patches == 2048
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["done"], summary["skipped"], summary["failed"]) == (3, 0, 2)
+    assert (summary["done"], summary["skipped"], summary["failed"], summary["ignored"]) == (3, 0, 1, 1)
     again = onevision("preprocess", root, "--out", out)
-    assert "done 0, skipped 3, failed 2" in again.stdout
+    assert "done 0, skipped 3, failed 1" in again.stdout
 
 
 def test_preprocess_from_a_list_file(dataset, tmp_path):
@@ -218,8 +218,8 @@ def test_sharded_runs_cover_every_video_once(dataset, tmp_path):
     for index in range(3):
         onevision("preprocess", root, "--out", out, "--shard", f"{index}/3")
         done.append(json.loads((out / f"summary.shard-{index}-of-3.json").read_text()))
-    assert sum(s["videos"] for s in done) == 5  # every file went to exactly one shard
-    assert sum(s["done"] for s in done) == 3 and sum(s["failed"] for s in done) == 2
+    assert sum(s["videos"] for s in done) == 4  # every video went to exactly one shard
+    assert sum(s["done"] for s in done) == 3 and sum(s["failed"] for s in done) == 1
     assert len(list(out.rglob("meta.json"))) == 3
     env = {**os.environ, "RANK": "1", "WORLD_SIZE": "3"}
     result = subprocess.run(
@@ -286,7 +286,7 @@ def test_preprocess_packs_the_lmm_training_format(dataset, tmp_path):
     )
     out = tmp_path / "packed"
     result = onevision("preprocess", root, "--preset", "lmm", "--pack", "--conversations", conversations, "--out", out)
-    assert result.returncode == 1  # broken.mp4 and notes.txt fail, the rest is packed
+    assert result.returncode == 1  # broken.mp4 fails (and its item is dropped), the rest is packed
     folder = out / "walk.mp4"
     mosaics = sorted(folder.glob("mosaic_*.jpg"))
     assert len(mosaics) == 8
@@ -295,7 +295,7 @@ def test_preprocess_packs_the_lmm_training_format(dataset, tmp_path):
     positions = np.load(folder / "positions_thw.npy")
     assert positions.shape == (10368, 3) and positions.dtype == np.int32
     assert (positions[:1296, 0] == 0).all() and (positions[1296:, 0] > 0).all()  # mosaic 0 = the first frame
-    items = [json.loads(line) for line in (out / "conversations.packed.jsonl").read_text().splitlines()]
+    items = json.loads((out / "conversations.packed.json").read_text())  # a JSON array, as it came in
     assert len(items) == 1 and items[0]["id"] == "a"
     assert items[0]["image"] == [f"walk.mp4/mosaic_{m}.jpg" for m in range(8)]
     assert items[0]["conversations"][0]["value"] == "\n".join(["<image>"] * 8) + "\nWhat moves?"
@@ -325,7 +325,7 @@ def test_demo_runs_on_the_bundled_clip(tmp_path):
     assert CodecSelection.load(out / "selection").num_patches == 2048
     with Image.open(out / "selection.png") as sheet:
         assert np.asarray(sheet.convert("RGB")).std() > 20
-    assert (out / "selection.gif").is_file()
+    assert (out / "selection.anim.gif").is_file()
     arrays = load_file(out / "features.safetensors")
     assert arrays["codec.features"].shape == (2048, 192) and arrays["chunk.features"].shape == (2048, 192)
     assert str(out.relative_to(tmp_path)) in result.stdout
@@ -371,19 +371,11 @@ def test_preprocess_survives_dying_workers(tmp_path):
             time.sleep(0.02)
         raise AssertionError("no new worker process appeared")
 
-    first = next_worker(set())
-    deadline = time.monotonic() + 60
-    while len(_worker_pids(process.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)  # the pool's second worker: it must not be taken for a later one
-    seen = {first, *_worker_pids(process.pid)}
-    os.kill(first, signal.SIGKILL)  # as a decoder crash would: the pool breaks
-    isolated = next_worker(seen)  # from now on one video per process
-    os.kill(isolated, signal.SIGKILL)  # this one video is recorded as failed, the rest go on
+    os.kill(next_worker(set()), signal.SIGKILL)  # as the out-of-memory killer would: the pool breaks
     stdout, stderr = process.communicate(timeout=300)
     assert "a worker process died" in stderr
-    assert process.returncode == 1 and "failed 1" in stdout
-    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
-    assert [f["error"] for f in failures] == ["WorkerCrashed"]
-    assert len(list(out.rglob("meta.json"))) == 3
-    rerun = onevision("preprocess", videos, "--out", out, "--workers", "2")
-    assert rerun.returncode == 0 and "done 1, skipped 3, failed 0" in rerun.stdout
+    # The videos in flight beside it are retried alone and succeed: bystanders are not failures.
+    # (A video that kills its process alone too fails as WorkerCrashed: test_preprocess_batch.py.)
+    assert process.returncode == 0 and "done 4, skipped 0, failed 0" in stdout, stdout + stderr
+    assert (out / "failures.jsonl").read_text() == ""
+    assert len(list(out.rglob("meta.json"))) == 4

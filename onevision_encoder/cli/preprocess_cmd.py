@@ -1,32 +1,38 @@
-"""``onevision preprocess``: dataset-scale codec selection, parallel, resumable, shardable."""
+"""``onevision preprocess``: dataset-scale codec selection, parallel, resumable, shardable.
+
+Every input (a video of the folder, or an entry of the list file, named by its path as given: links
+are not followed to their targets) gets its own folder ``OUT/<name>/``, written atomically. A run
+first checks all it can before any work (options, the conversations file, outputs over inputs, a
+writable OUT, no other run on OUT's shard), then processes the videos (:mod:`onevision_encoder.batch`), and accounts
+for every one: done + skipped + failed + remaining = videos, as the folders on disk show.
+"""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import json
-import multiprocessing
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
-from tqdm import tqdm
-
-from ..codec import select_patches
-from ..codec.result import META_FILE
-from ..files import atomic_directory, atomic_write, remove_leftovers
-from ..video import mosaic
-from .options import INPUT_ERRORS, add_command, add_selection_options, at_least, report_failure, selection_options
+from ..batch import DONE, FAILED, FAULT, Outcome, error_name, run_jobs
+from ..files import atomic_directory, atomic_write, check_writable, folder_lock, remove_leftovers, storage_fault
+from ..media import VIDEO_PATTERNS, InputListing, list_inputs, output_name
+from .conversations import Conversations, packed_item, read_conversations
+from .options import (
+    UsageError,
+    add_command,
+    add_selection_options,
+    at_least,
+    refuse_outputs_over_inputs,
+    report_failure,
+    selection_options,
+)
 
 POSITIONS_FILE = "positions_thw.npy"
 
@@ -36,10 +42,12 @@ def add_parser(subparsers: Any) -> None:
         subparsers,
         "preprocess",
         "codec selection for a whole dataset (parallel, resumable, shardable)",
-        "Select patches for every video of a folder (recursively) or of a list file (one path per "
-        "line), into OUT/<path relative to the input>/. A rerun skips finished videos; each video's folder "
-        "appears complete or not at all. Failures are recorded with their reason in OUT/failures*.jsonl and "
-        "the run goes on. Shard across machines with --shard i/n or the RANK and WORLD_SIZE environment. "
+        "Select patches for every video of a folder (recursively; other files are ignored, see --include) "
+        "or of a list file (one path per line), into OUT/<path relative to the input, as given>/. A rerun "
+        "skips finished videos; each video's folder appears complete or not at all. Failures are recorded "
+        "with their reason in OUT/failures*.jsonl and the run goes on; a full or read-only OUT stops it. "
+        "One run at a time per OUT and shard (a lock). Shard across machines with --shard i/n or the RANK "
+        "and WORLD_SIZE environment. "
         "With --pack (lmm preset) each video also gets the release's training format: mosaic_0..7 images "
         "(mosaic 0 = the whole first frame) and positions_thw.npy; --conversations rewrites a LLaVA-style "
         "file's <video> into those <image> entries.",
@@ -51,6 +59,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("source", metavar="LIST_OR_FOLDER", type=Path, help="folder of videos or list file")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="take the folder's files whose names match GLOB, case-insensitive (repeatable; default: video "
+        "suffixes such as *.mp4); a list file's entries are all taken",
+    )
     parser.add_argument("--workers", type=at_least(1), default=1, help="worker processes (default 1)")
     parser.add_argument("--shard", help="i/n: process every n-th video starting at i (default: RANK/WORLD_SIZE)")
     parser.add_argument("--pack", action="store_true", help="also write mosaics and positions_thw.npy")
@@ -72,6 +87,14 @@ class Shard:
     def suffix(self) -> str:
         return "" if self.count == 1 else f".shard-{self.index}-of-{self.count}"
 
+    @property
+    def lock_name(self) -> str:
+        return f".preprocess{self.suffix}.lock"
+
+    def takes(self, number: int) -> bool:
+        """Whether this shard takes the ``number``-th input (counted from 0)."""
+        return number % self.count == self.index
+
 
 def parse_shard(text: str | None) -> Shard:
     if text is None:
@@ -80,89 +103,62 @@ def parse_shard(text: str | None) -> Shard:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise UsageError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
+        raise UsageError(f"--shard {text}: need 0 <= i < n")
     return Shard(index, count)
 
 
-def list_videos(source: Path) -> tuple[list[Path], Path]:
-    """The inputs, sorted, and the folder their output names are relative to (the folder given, or the
-    listed files' common folder; relative paths in a list are relative to the list file)."""
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return files, source
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such folder or list file")
-    lines = (line.strip() for line in source.read_text().splitlines())
-    files = sorted(source.parent / line for line in lines if line and not line.startswith("#"))
-    if not files:
-        raise ValueError(f"{source}: the list names no video")
-    return files, Path(os.path.commonpath([f.resolve().parent for f in files]))
+def output_folders(listing: InputListing, out: Path) -> dict[Path, Path]:
+    """Each input's folder, named by its path as given; two inputs may not share one."""
+    folders: dict[Path, Path] = {}
+    owners: dict[Path, Path] = {}
+    for video in listing.files:
+        folder = out / output_name(video, listing.base)
+        if folder in owners:
+            raise UsageError(f"{owners[folder]} and {video} are one input, listed twice (both would go to {folder})")
+        folders[video] = owners[folder] = folder
+    return folders
 
 
-def output_name(video: Path, base: Path) -> str:
-    try:
-        return str(video.resolve().relative_to(base.resolve()))
-    except ValueError:  # outside the base folder: keep the path, made relative
-        return str(video.resolve()).lstrip(os.sep)
+def is_finished(folder: Path, pack: bool) -> bool:
+    from ..codec.result import META_FILE
 
-
-def _stop_on_sigterm() -> None:
-    # SystemExit unwinds through atomic_directory, which removes the unfinished folder.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-
-def run_in_workers(
-    todo: list[tuple[Path, Path]], workers: int, job: Callable[[str, str], tuple[str, str, str]]
-) -> Iterator[tuple[Path, tuple[str, str, str]]]:
-    """``(video, outcome)`` as worker processes finish them.
-
-    A worker that dies (a decoder crashing on a damaged file) breaks the whole pool. The videos not yet
-    finished then run one per fresh process, so a video that kills its process is recorded as failed
-    and the others go on.
-    """
-    context = multiprocessing.get_context("spawn")
-    remaining = list(todo)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_stop_on_sigterm)
-    try:
-        jobs = {pool.submit(job, str(video), str(folder)): (video, folder) for video, folder in remaining}
-        for future in as_completed(jobs):
-            outcome = future.result()
-            remaining.remove(jobs[future])
-            yield jobs[future][0], outcome
-    except BrokenProcessPool:
-        print(f"a worker process died; the {len(remaining)} remaining videos run one per process", file=sys.stderr)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    for video, folder in remaining:
-        single = ProcessPoolExecutor(1, mp_context=context, initializer=_stop_on_sigterm)
-        try:
-            outcome = single.submit(job, str(video), str(folder)).result()
-        except BrokenProcessPool:
-            outcome = ("failed", "WorkerCrashed", f"{video}: the worker process died while selecting this video")
-        finally:
-            single.shutdown(wait=True, cancel_futures=True)
-        yield video, outcome
+    return (folder / META_FILE).is_file() and (not pack or (folder / POSITIONS_FILE).is_file())
 
 
 def process_video(
-    video: str, folder: str, *, options: dict[str, Any], pack: bool, image_format: str, tag: str
-) -> tuple[str, str, str]:
-    """Select (and pack) one video into ``folder``; ``("done", "", "")`` or ``("failed", kind, message)``."""
+    item: tuple[str, str], *, options: dict[str, Any], pack: bool, image_format: str, tag: str
+) -> Outcome:
+    """Select (and pack) the video ``item[0]`` into the folder ``item[1]``. Any exception is the video's
+    failure (:func:`..batch.attempt`); a fault of the storage written to is ``FAULT``: the run stops."""
+    from ..codec import select_patches
+
+    video, folder = item
+    if is_finished(Path(folder), pack):  # retried after its pool broke, but it had finished
+        return Outcome(DONE)
+    selection = select_patches(video, keep_frames=pack, **options)
     try:
-        selection = select_patches(video, keep_frames=pack, **options)
         with atomic_directory(folder, tag) as temporary:
             selection.write_files(temporary)
             if pack:
                 write_pack(selection, temporary, image_format)
-    except INPUT_ERRORS as error:
-        return "failed", type(error).__name__, str(error)
-    return "done", "", ""
+    except OSError as error:
+        reason = storage_fault(error)
+        if reason is None:
+            raise
+        return Outcome(FAULT, error_name(error), reason)
+    return Outcome(DONE)
 
 
 def write_pack(selection: Any, folder: Path, image_format: str) -> None:
     """The release's packed LMM format: mosaics in ascending index order, and their positions."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..video import mosaic
+
     per_frame = selection.grid[1] * selection.grid[2]
     if selection.num_patches % per_frame:
         raise ValueError(f"--pack needs K to be a multiple of {per_frame} patches, got {selection.num_patches}")
@@ -173,121 +169,252 @@ def write_pack(selection: Any, folder: Path, image_format: str) -> None:
     np.save(folder / POSITIONS_FILE, selection.positions_thw)
 
 
-def rewrite_conversations(path: Path, base: Path, out_root: Path, finished: set[str], target: Path) -> int:
-    """Write the LLaVA items whose video is finished, with ``<video>`` turned into its mosaics' ``<image>``s."""
-    text = path.read_text()
-    if text.lstrip().startswith("["):
-        items = json.loads(text)
-    else:
-        items = [json.loads(line) for line in text.splitlines() if line.strip()]
-    lines = []
-    for number, item in enumerate(items, 1):
+def mosaic_names(folder: Path) -> list[str]:
+    return sorted((p.name for p in folder.glob("mosaic_*")), key=lambda name: int(name.split("_")[1].split(".")[0]))
+
+
+@dataclass
+class Packing:
+    """A conversation file's items for this shard: rewritten, passed through, or dropped with why."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    rewritten: int = 0
+    passed_through: int = 0
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pack_conversations(
+    conversations: Conversations,
+    base: Path,
+    folders: dict[Path, Path],
+    shard: Shard,
+    failures: dict[Path, Outcome],
+) -> Packing:
+    """Rewrite the items whose video this shard packed; pass text and image items through unchanged;
+    drop (with the reason) an item whose video failed or is not among the inputs. An item belongs to
+    the shard of its video, an item without one to the shard of its number."""
+    inputs = {output_name(video, base): video for video in folders}
+    numbers = {video: number for number, video in enumerate(folders)}
+    packing = Packing()
+    for number, item in enumerate(conversations.items, 1):
+        where = conversations.where(number)
         if "video" not in item:
-            raise ValueError(f"{path}: item {number} has no 'video' key")
-        name = output_name(base / item["video"], base)
-        if name not in finished:
+            if shard.takes(number - 1):
+                packing.items.append(item)
+                packing.passed_through += 1
             continue
-        images = sorted(p.name for p in (out_root / name).glob("mosaic_*"))
-        images.sort(key=lambda file: int(file.split("_")[1].split(".")[0]))
-        tokens = "\n".join(["<image>"] * len(images))
-        rewritten = {key: value for key, value in item.items() if key != "video"}
-        rewritten["image"] = [f"{name}/{image}" for image in images]
-        rewritten["positions_thw"] = f"{name}/{POSITIONS_FILE}"
-        rewritten["conversations"] = with_images(item.get("conversations", []), tokens, f"{path}: item {number}")
-        lines.append(json.dumps(rewritten))
-    atomic_write(target, "".join(line + "\n" for line in lines).encode())
-    return len(lines)
+        video = inputs.get(output_name(base / item["video"], base))
+        if video is None:
+            reason = f"its video {item['video']} is not among the inputs"
+        elif not shard.takes(numbers[video]):
+            continue  # another shard's video
+        elif is_finished(folders[video], pack=True):
+            name = output_name(video, base)
+            images = [f"{name}/{image}" for image in mosaic_names(folders[video])]
+            packing.items.append(packed_item(item, images, f"{name}/{POSITIONS_FILE}", where))
+            packing.rewritten += 1
+            continue
+        elif video in failures:
+            reason = f"its video {video} failed: {failures[video].error}: {failures[video].message}"
+        else:
+            reason = f"its video {video} was not processed"
+        if video is not None or shard.takes(number - 1):
+            packing.dropped.append(
+                {"path": str(conversations.path), "item": number, "id": item.get("id"), "video": item["video"],
+                 "error": "ItemDropped", "message": reason}
+            )  # fmt: skip
+    return packing
 
 
-def with_images(turns: list[dict[str, Any]], tokens: str, where: str) -> list[dict[str, Any]]:
-    """The conversation with its one ``<video>`` replaced by the mosaics' ``<image>`` tokens; without a
-    ``<video>``, the tokens open the first turn (LLaVA's convention for media without a placeholder)."""
-    count = sum(str(turn.get("value", "")).count("<video>") for turn in turns)
-    if count > 1:
-        raise ValueError(f"{where}: {count} <video> placeholders for one video")
-    if not turns:
-        raise ValueError(f"{where}: no conversation turns")
-    if count == 0:
-        return [{**turns[0], "value": f"{tokens}\n{turns[0].get('value', '')}"}, *turns[1:]]
-    return [
-        {**turn, "value": turn["value"].replace("<video>", tokens)} if "<video>" in str(turn.get("value")) else turn
-        for turn in turns
-    ]
+def prepare_output(out: Path) -> None:
+    """Create OUT and check that it can be written, before any work."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"cannot write to {out}: a file is in its place")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
+    except OSError as error:
+        raise OSError(f"cannot write to {out}: {error.strerror or error}") from None
+
+
+def report(video: str, outcome: Outcome) -> None:
+    message = " ".join(outcome.message.split())  # one line (OpenCV's messages span several)
+    report_failure(video, RuntimeError(message if message.startswith(video) else f"{outcome.error}: {message}"))
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a run is to do, settled before any work."""
+
+    shard: Shard
+    listing: InputListing
+    folders: dict[Path, Path]  # every input's output folder (all shards)
+    conversations: Conversations | None
+    files: dict[str, Path]  # failures, summary, and the packed conversations
+
+    @property
+    def mine(self) -> list[Path]:
+        return [video for number, video in enumerate(self.listing.files) if self.shard.takes(number)]
+
+
+@dataclass
+class Tally:
+    """What became of this shard's videos."""
+
+    outcomes: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    fault: Outcome | None = None  # the output location failed: the run stopped
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(outcome.status == status for outcome in self.outcomes.values())
+
+
 def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     if (args.pack or args.conversations) and args.preset != "lmm":
-        raise ValueError("--pack and --conversations produce the LMM training format: use --preset lmm")
+        raise UsageError("--pack and --conversations produce the LMM training format: use --preset lmm")
+    if args.conversations and not args.pack:
+        raise UsageError("--conversations rewrites <video> into the packed mosaics: add --pack")
     options = selection_options(args)
-    videos, base = list_videos(args.source)
-    mine = [video for number, video in enumerate(videos) if number % shard.count == shard.index]
-    args.out.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(args.out, shard.tag)
+    listing = list_inputs(args.source, args.include or VIDEO_PATTERNS)
+    conversations = read_conversations(args.conversations) if args.conversations else None
+    files = {
+        "failures": args.out / f"failures{shard.suffix}.jsonl",
+        "summary": args.out / f"summary{shard.suffix}.json",
+    }
+    if conversations is not None:
+        files["conversations"] = args.out / f"conversations.packed{shard.suffix}{conversations.suffix}"
+    plan = Plan(shard, listing, output_folders(listing, args.out), conversations, files)
+    sources = [args.source, *([conversations.path] if conversations else [])]
+    refuse_outputs_over_inputs(
+        [*plan.folders.items(), *((source, file) for source in sources for file in files.values())]
+    )
+    prepare_output(args.out)
+    with folder_lock(args.out, shard.lock_name):
+        remove_leftovers(args.out, shard.tag)
+        mine = plan.mine
+        todo = [
+            (str(video), str(plan.folders[video])) for video in mine if not is_finished(plan.folders[video], args.pack)
+        ]
+        tally = process(todo, args, options, shard)
+        return report_run(args, plan, mine, todo, tally)
 
-    todo, skipped = [], 0
-    for video in mine:
-        folder = args.out / output_name(video, base)
-        if (folder / META_FILE).is_file():
-            skipped += 1
-        else:
-            todo.append((video, folder))
 
-    failures: list[dict[str, str]] = []
-    finished: dict[str, str] = {}
-    started = time.perf_counter()
-    interrupted = False
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a kill ends the run as cleanly as Ctrl-C
-    progress = tqdm(total=len(todo), desc=f"preprocess {shard.index}/{shard.count}", unit="video", disable=None)
+def process(todo: list[tuple[str, str]], args: argparse.Namespace, options: dict[str, Any], shard: Shard) -> Tally:
+    """Run the videos until done, interrupted (Ctrl-C, SIGTERM) or stopped by a fault of OUT; then stop
+    the workers and count what is on disk: a video that finished as the run stopped is done."""
+    from tqdm import tqdm
+
     job = functools.partial(
         process_video, options=options, pack=args.pack, image_format=args.image_format, tag=shard.tag
     )
+    tally = Tally()
+    started = time.perf_counter()
+    on_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a kill ends the run as cleanly as Ctrl-C
+    on_sigint = signal.getsignal(signal.SIGINT)
+    progress = tqdm(total=len(todo), desc=f"preprocess {shard.index}/{shard.count}", unit="video", disable=None)
+    results = run_jobs(todo, job, args.workers)
     try:
-        if args.workers == 1:
-            results = ((video, job(str(video), str(folder))) for video, folder in todo)
-        else:
-            results = run_in_workers(todo, args.workers, job)
-        for video, (status, kind, message) in results:
+        for item, outcome in results:
             progress.update()
-            if status == "done":
-                finished[output_name(video, base)] = str(video)
-            else:
-                failures.append({"path": str(video), "error": kind, "message": message})
-                report_failure(video, RuntimeError(message))
+            if outcome.status == FAULT:
+                tally.fault = outcome
+                break
+            tally.outcomes[item] = outcome
+            if outcome.status == FAILED:
+                report(item[0], outcome)
     except KeyboardInterrupt:
-        interrupted = True
+        tally.interrupted = True
     finally:
-        progress.close()
-        signal.signal(signal.SIGTERM, previous)
-        remove_leftovers(args.out, shard.tag)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping: a second signal must not cut it short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            results.close()  # stops the workers
+            progress.close()
+            remove_leftovers(args.out, shard.tag)
+        finally:
+            signal.signal(signal.SIGTERM, on_sigterm)
+            signal.signal(signal.SIGINT, on_sigint)
+    tally.seconds = time.perf_counter() - started
+    for item in todo:
+        if item not in tally.outcomes and is_finished(Path(item[1]), args.pack):
+            tally.outcomes[item] = Outcome(DONE)  # finished while the run stopped
+    return tally
 
-    elapsed = time.perf_counter() - started
+
+def report_run(
+    args: argparse.Namespace, plan: Plan, mine: list[Path], todo: list[tuple[str, str]], tally: Tally
+) -> int:
+    """Write the failures, the summary (and the packed conversations, if the run went to its end); print
+    the summary line; the exit status."""
+    outcomes = ((Path(item[0]), tally.outcomes.get(item)) for item in todo)
+    failed = {video: outcome for video, outcome in outcomes if outcome is not None and outcome.status == FAILED}
+    records = [{"path": str(video), "error": o.error, "message": o.message} for video, o in failed.items()]
+    packing = None
+    if plan.conversations is not None and not (tally.interrupted or tally.fault):
+        packing = pack_conversations(plan.conversations, plan.listing.base, plan.folders, plan.shard, failed)
+        records += packing.dropped
+    done = tally.count(DONE)
     summary = {
-        "shard": f"{shard.index}/{shard.count}",
+        "shard": f"{plan.shard.index}/{plan.shard.count}",
         "videos": len(mine),
-        "done": len(finished),
-        "skipped": skipped,
-        "failed": len(failures),
-        "interrupted": interrupted,
-        "seconds": round(elapsed, 3),
-        "clips_per_second": round(len(finished) / elapsed, 3) if elapsed > 0 else None,
+        "done": done,
+        "skipped": len(mine) - len(todo),
+        "failed": len(failed),
+        "remaining": len(todo) - len(tally.outcomes),
+        "ignored": plan.listing.ignored,
+        "interrupted": tally.interrupted,
+        "stopped": f"{tally.fault.message}: {args.out}" if tally.fault else None,
+        "seconds": round(tally.seconds, 3),
+        "clips_per_second": round(done / tally.seconds, 3) if tally.seconds > 0 else None,
     }
-    failures_file = args.out / f"failures{shard.suffix}.jsonl"
-    atomic_write(failures_file, "".join(json.dumps(f) + "\n" for f in failures).encode())
-    atomic_write(args.out / f"summary{shard.suffix}.json", json.dumps(summary, indent=1).encode())
-    if args.conversations and not interrupted:
-        done = {name for name in map(lambda v: output_name(v, base), mine) if (args.out / name / META_FILE).is_file()}
-        target = args.out / f"conversations.packed{shard.suffix}.jsonl"
-        written = rewrite_conversations(args.conversations, base, args.out, done, target)
-        print(f"{written} conversations rewritten -> {target}")
-    print(
-        f"{'interrupted: ' if interrupted else ''}done {summary['done']}, skipped {skipped}, failed {len(failures)} "
-        f"({summary['clips_per_second'] or 0:.2f} clips/s)" + (f"; failures in {failures_file}" if failures else "")
-    )
-    if interrupted:
+    if packing is not None:
+        summary["conversations"] = {
+            "file": str(plan.conversations.path),
+            "written": str(plan.files["conversations"]),
+            "items": len(plan.conversations.items),
+            "rewritten": packing.rewritten,
+            "passed_through": packing.passed_through,
+            "dropped": [{key: d[key] for key in ("item", "id", "video", "message")} for d in packing.dropped],
+        }
+    unwritten = None
+    try:
+        if packing is not None:
+            atomic_write(plan.files["conversations"], plan.conversations.dump(packing.items))
+        atomic_write(plan.files["failures"], "".join(json.dumps(r) + "\n" for r in records).encode())
+        atomic_write(plan.files["summary"], json.dumps(summary, indent=1).encode())
+    except OSError as error:
+        if tally.fault is None and storage_fault(error) is None:
+            raise
+        unwritten = error
+
+    state = "interrupted: " if tally.interrupted else "stopped: " if tally.fault else ""
+    line = f"{state}done {done}, skipped {summary['skipped']}, failed {len(failed)}"
+    if summary["remaining"]:
+        line += f", not processed {summary['remaining']}"
+    line += f" ({summary['clips_per_second'] or 0:.2f} clips/s)"
+    if plan.listing.ignored:
+        kind = "not matching --include" if args.include else "not named as videos; see --include"
+        line += f"; ignored {plan.listing.ignored} other files ({kind})"
+    if records and unwritten is None:
+        line += f"; failures in {plan.files['failures']}"
+    print(line)
+    if packing is not None:
+        print(
+            f"conversations: {len(plan.conversations.items)} items, {packing.rewritten} rewritten, "
+            f"{packing.passed_through} passed through, {len(packing.dropped)} dropped -> {plan.files['conversations']}"
+        )
+    if tally.fault or unwritten is not None:
+        reason = tally.fault.message if tally.fault else storage_fault(unwritten)
+        message = f"error: {reason}: {args.out}"
+        if unwritten is not None:
+            message += f" (the summary could not be written either: {unwritten})"
+        print(message, file=sys.stderr)
+    if tally.interrupted:
         return 130
-    return 1 if failures else 0
+    return 1 if records or tally.fault or unwritten is not None else 0
