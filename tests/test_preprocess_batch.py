@@ -57,6 +57,7 @@ def videos(folder, *names):
 def fake(monkeypatch):
     """``select_patches`` and ``write_pack`` without decoding. ``fail`` maps a file name to the exception
     its selection raises; ``write_error`` (with ``writes_before_error``) makes writing a folder fail."""
+    from onevision_encoder import codec
     from onevision_encoder.cli import preprocess_cmd
 
     state = SimpleNamespace(selected=[], fail={}, writes=0, writes_before_error=0, write_error=None)
@@ -79,7 +80,7 @@ def fake(monkeypatch):
             (folder / f"mosaic_{index}.{image_format}").write_bytes(b"")
         (folder / preprocess_cmd.POSITIONS_FILE).write_bytes(b"")
 
-    monkeypatch.setattr(preprocess_cmd, "select_patches", select_patches)
+    monkeypatch.setattr(codec, "select_patches", select_patches)
     monkeypatch.setattr(preprocess_cmd, "write_pack", write_pack)
     return state
 
