@@ -87,3 +87,17 @@ def cut_after(path, target, frames):
         starts = [packet.pos for packet in container.demux(video=0) if packet.size]
     target.write_bytes(path.read_bytes()[: starts[frames]])
     return target
+
+
+def spawned_worker_pids(parent: int) -> list[int]:
+    """Spawned pool workers of the process ``parent`` (not its resource tracker), from /proc."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1]
+            command = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration):
+            continue
+        if int(ppid) == parent and b"spawn_main" in command:
+            found.append(int(status.parent.name))
+    return found

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import spawned_worker_pids
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -339,20 +340,6 @@ def test_demo_with_a_checkpoint_and_video(dataset, tmp_path, parity_dir):
     assert load_file(tmp_path / "d" / "features.safetensors")["codec.features"].shape == (2048, 128)
 
 
-def _worker_pids(parent: int) -> list[int]:
-    """Spawned pool workers of ``parent`` (not its resource tracker), from /proc."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            ppid = next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1]
-            command = (status.parent / "cmdline").read_bytes()
-        except (OSError, StopIteration):
-            continue
-        if int(ppid) == parent and b"spawn_main" in command:
-            found.append(int(status.parent.name))
-    return found
-
-
 def test_preprocess_survives_dying_workers(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -365,7 +352,7 @@ def test_preprocess_survives_dying_workers(tmp_path):
     def next_worker(seen: set[int]) -> int:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            fresh = [pid for pid in _worker_pids(process.pid) if pid not in seen]
+            fresh = [pid for pid in spawned_worker_pids(process.pid) if pid not in seen]
             if fresh:
                 return fresh[0]
             time.sleep(0.02)

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import spawned_worker_pids
 
 from onevision_encoder import files
 from onevision_encoder.batch import DONE, FAILED, Outcome, run_in_workers
@@ -429,20 +430,6 @@ def wait_for(condition, what, timeout_s=120):
         time.sleep(0.02)
 
 
-def worker_pids(parent):
-    """Spawned pool workers of ``parent`` (not its resource tracker), from /proc."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            ppid = next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1]
-            command = (status.parent / "cmdline").read_bytes()
-        except (OSError, StopIteration):
-            continue
-        if int(ppid) == parent and b"spawn_main" in command:
-            found.append(int(status.parent.name))
-    return found
-
-
 def test_an_interrupted_run_counts_every_folder_it_finished(tmp_path):
     source = tmp_path / "videos"
     clips(source, 24)
@@ -468,10 +455,10 @@ def test_workers_end_with_a_killed_main_process(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers = []
     try:
-        wait_for(lambda: len(worker_pids(process.pid)) == 2, "two pool workers")
+        wait_for(lambda: len(spawned_worker_pids(process.pid)) == 2, "two pool workers")
         # Frozen, the main process hands out no more videos, so the run cannot end before the kill.
         process.send_signal(signal.SIGSTOP)
-        workers = worker_pids(process.pid)
+        workers = spawned_worker_pids(process.pid)
         process.kill()  # the main process only, as the out-of-memory killer or a lost ssh session does
         process.wait()
         assert len(workers) == 2
