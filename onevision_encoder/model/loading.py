@@ -107,8 +107,8 @@ def check_hub(repo_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     (``local_files_only=True``) when the cache holds the config, otherwise :class:`HubUnreachableError`.
     Nothing is probed in offline mode, with ``local_files_only``, or for a name that is no hub id.
     """
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub import constants, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, build_hf_headers, get_session, validate_repo_id
 
     if kwargs.get("local_files_only") or constants.HF_HUB_OFFLINE:
         return kwargs
@@ -119,13 +119,11 @@ def check_hub(repo_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     subfolder, revision = kwargs.get("subfolder") or None, kwargs.get("revision")
     url = hf_hub_url(repo_id, "config.json", subfolder=subfolder, revision=revision)
     timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or PROBE_TIMEOUT_S)
-    try:
-        get_hf_file_metadata(url, token=kwargs.get("token"), timeout=timeout)
-        return kwargs
+    try:  # the session's own request: huggingface_hub's helpers retry for 23 s (get_hf_file_metadata < 1.0)
+        get_session().head(url, headers=build_hf_headers(token=kwargs.get("token")), timeout=timeout)
+        return kwargs  # any answer (200, 404, 401): transformers goes on and reports it as usual
     except _network_errors() as error:
         unreachable = error
-    except Exception:  # the Hub answered (e.g. 404, 401): transformers reports it as usual
-        return kwargs
     config = f"{subfolder}/config.json" if subfolder else "config.json"
     if isinstance(try_to_load_from_cache(repo_id, config, kwargs.get("cache_dir"), revision), str):
         return {**kwargs, "local_files_only": True}
