@@ -18,7 +18,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import spawned_worker_pids
 
 from onevision_encoder import files
 from onevision_encoder.batch import DONE, FAILED, Outcome, run_in_workers
@@ -448,6 +447,8 @@ def test_an_interrupted_run_counts_every_folder_it_finished(tmp_path):
 
 
 def test_workers_end_with_a_killed_main_process(tmp_path):
+    from conftest import spawned_worker_pids  # here: the pool's workers import this module, light on purpose
+
     source = tmp_path / "videos"
     clips(source, 24)
     out = tmp_path / "out"
