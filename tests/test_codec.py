@@ -173,7 +173,9 @@ def test_a_scene_cut_is_selected(videos):
     selection = select_patches(path, **SMALL)
     cut_slot = int(np.flatnonzero(selection.frame_ids == 25)[0])
     counts = selection.patches_per_frame()
-    assert counts[cut_slot] == counts.max() and counts[cut_slot] >= 0.3 * 256
+    # The cut frame has no codec vectors and its estimated flow is noise: checked against the pictures, it
+    # is no motion, so the cut scores by its residual alone (at most half of the weighted fusion).
+    assert counts[cut_slot] == counts.max() and counts[cut_slot] >= 0.15 * 256
     assert counts[cut_slot + 1 :].sum() == 0  # after the cut nothing moves
 
 
@@ -292,11 +294,15 @@ def test_model_card_one_liner(videos):
     assert out.last_hidden_state.shape == (1, 2048, 128)
 
 
-def test_selection_is_deterministic(videos):
-    path = videos["panning.h264"][0]
-    first, second = select_patches(path), select_patches(path)
-    assert np.array_equal(first.visible_indices, second.visible_indices)
-    assert np.array_equal(first.scores, second.scores)
+@pytest.mark.parametrize("preset", ["encoder", "lmm"])
+def test_selection_is_deterministic(videos, sample_video, preset):
+    # bikes.mp4 has B-frames and real motion: frames are scored on several threads, whose arrays land
+    # at different alignments (cv2.magnitude rounded differently with alignment: 1-ulp score changes).
+    for path in (videos["panning.h264"][0], sample_video("bikes.mp4")):
+        runs = [select_patches(path, preset=preset) for _ in range(3)]
+        for run in runs[1:]:
+            assert np.array_equal(runs[0].visible_indices, run.visible_indices)
+            assert np.array_equal(runs[0].scores, run.scores)
 
 
 def test_rotation_metadata_turns_the_frames_upright(videos):

@@ -14,6 +14,7 @@ from ..codec.options import (
     FUSIONS,
     MOTION_MODES,
     MV_COMPENSATIONS,
+    MV_PRECISIONS,
     PRESETS,
     RESIDUAL_MODES,
     OptionError,
@@ -77,6 +78,11 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--patch-size", type=int, help="patch side in pixels")
     group.add_argument("--size", type=int, help="model input side in pixels")
     group.add_argument("--mv-compensate", choices=MV_COMPENSATIONS, help="camera-motion compensation")
+    group.add_argument(
+        "--mv-precision",
+        choices=MV_PRECISIONS,
+        help="motion vectors in whole pixels truncated toward zero (pel, as the release) or quarter-pel (qpel)",
+    )
     group.add_argument("--anchors", choices=ANCHOR_POLICIES, help="sampled frames kept whole")
     group.add_argument("--gop-size", type=int, default=16, help="anchor spacing for --anchors gop (default 16)")
     group.add_argument("--motion", choices=MOTION_MODES, default="auto", help="motion source (default auto)")
@@ -106,6 +112,7 @@ def selection_options(args: argparse.Namespace) -> dict[str, Any]:
         "patch_size": args.patch_size,
         "size": args.size,
         "mv_compensate": args.mv_compensate,
+        "mv_precision": args.mv_precision,
         "anchors": args.anchors,
         "gop_size": args.gop_size,
         "motion": args.motion,

@@ -3,6 +3,9 @@
 Every vector takes part in the fit, zero vectors included: on a still background the fitted
 camera motion is zero and a moving object keeps its motion (the release dropped zero vectors
 and fitted the camera to the object). Similarity and affine models are fitted with RANSAC.
+
+Coded vectors are rate-optimal, not true motion, so :func:`check_against_camera` first tests them
+against the pictures: a vector that the camera's motion predicts as well is the camera's.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from . import motion
+from .motion import cell_errors, motion_compensated, predicts_as_well, translated
 from .options import MV_COMPENSATIONS
 
 METHODS = MV_COMPENSATIONS  # the choices live with the other options
@@ -32,15 +37,82 @@ def compensate_camera(vectors: np.ndarray, method: str) -> np.ndarray:
     one of :data:`METHODS` (checked with the other options, see :mod:`.options`)."""
     if method == "none":
         return vectors
+    return vectors - camera_motion(vectors, method)
+
+
+def camera_motion(vectors: np.ndarray, method: str) -> np.ndarray:
+    """The global (camera) motion fitted to ``vectors float32 [Hc, Wc, 2]`` (pixels): a field of the same
+    shape, or one ``[2]`` translation that broadcasts to it (``none``: zero)."""
     flat = vectors.reshape(-1, 2)
+    if method == "none":
+        return np.zeros(2, dtype=np.float32)
     if method == "mean":
-        return vectors - flat.mean(axis=0)
-    if method == "median":
-        return vectors - np.median(flat, axis=0)
-    estimate = _ESTIMATORS[method]
-    if flat.shape[0] < MIN_FIT_POINTS:  # too few vectors for a fit: the median translation
-        return vectors - np.median(flat, axis=0)
-    return vectors - _fitted_field(vectors, estimate)
+        return flat.mean(axis=0)
+    if method == "median" or flat.shape[0] < MIN_FIT_POINTS:  # too few vectors for a fit: the median
+        return _median(flat)
+    return _fitted_field(vectors, _ESTIMATORS[method])
+
+
+def fit_camera(field_qpel: np.ndarray, method: str) -> np.ndarray:
+    """:func:`camera_motion` of an int32 quarter-pel field, in quarter-pel (float32); translations are
+    taken on the integers themselves (exact, and a partition of integers is several times faster)."""
+    if method in _ESTIMATORS and field_qpel.shape[0] * field_qpel.shape[1] >= MIN_FIT_POINTS:
+        return camera_motion(field_qpel * np.float32(0.25), method).astype(np.float32) * np.float32(4)
+    return camera_motion(field_qpel, method).astype(np.float32)
+
+
+def _median(flat: np.ndarray) -> np.ndarray:
+    """``np.median(flat, axis=0)`` of ``[N, 2]``, through a partition of each contiguous column."""
+    size = flat.shape[0]
+    middle = size // 2
+    kth = [middle - 1, middle] if size % 2 == 0 and size > 1 else [middle]
+    median = np.empty(2, dtype=np.float64)
+    for axis in (0, 1):
+        column = np.partition(np.ascontiguousarray(flat[:, axis]), kth)
+        median[axis] = np.mean(column[kth], dtype=np.float64)
+    return median
+
+
+def check_against_camera(
+    field_qpel: np.ndarray, method: str, luma: np.ndarray, reference: np.ndarray, luma_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The field with each vector checked against the pictures, the camera's motion, and the prediction.
+
+    A rate-distortion encoder codes vectors that predict well, not the true motion: on a flat area any
+    vector predicts (skip blocks inherit their neighbours', often a moving object's), on a repetitive
+    texture a wrong one may predict as well as the right one. So, cell by cell on the working planes
+    ``luma`` and ``reference`` (``MC(Y_ref, v)``, see :func:`~.motion.cell_errors`):
+
+    1. cells whose vector predicts them no better than no motion at all (flat, or still) count as still for
+       the fit, so vectors copied across a flat background cannot pass for the camera's motion;
+    2. the camera's motion is fitted (``method``) to that field;
+    3. a cell that the camera's motion predicts as well as its own vector moves with the camera.
+
+    ``field_qpel`` int32 ``[Hc, Wc, 2]`` quarter-pel. Returns the checked field (int32 quarter-pel), the
+    camera's motion (float32 quarter-pel, ``[Hc, Wc, 2]`` or one ``[2]`` translation) and the checked
+    field's prediction ``MC(Y_ref, field)`` (uint8, working plane). With ``motion.PREDICTION_TOLERANCE =
+    None`` the vectors are taken as coded (to measure what the check is worth).
+    """
+    coded = motion_compensated(reference, field_qpel, luma_hw)
+    if motion.PREDICTION_TOLERANCE is None:
+        return field_qpel, fit_camera(field_qpel, method), coded
+    own = cell_errors(luma, coded, luma_hw)
+    fitted = field_qpel
+    if method != "none":
+        still = predicts_as_well(cell_errors(luma, reference, luma_hw), own).view(np.uint8)
+        fitted = cv2.copyTo(np.zeros_like(field_qpel), still, np.array(field_qpel))
+    camera = fit_camera(fitted, method)
+    camera_field = np.empty_like(field_qpel)
+    if camera.ndim == 1:  # a translation: one warp instead of a remap
+        camera_field[...] = np.rint(camera).astype(np.int32)
+        following = translated(reference, camera_field[0, 0], luma_hw)
+    else:
+        np.rint(camera, out=camera_field, casting="unsafe")
+        following = motion_compensated(reference, camera_field, luma_hw)
+    take = predicts_as_well(cell_errors(luma, following, luma_hw), own).view(np.uint8)
+    field = cv2.copyTo(camera_field, take, np.array(field_qpel))  # a copy: the caller keeps its field
+    pixels = cv2.resize(take, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return field, camera, cv2.copyTo(following, pixels, coded)  # the prediction pixel for pixel, no new remap
 
 
 @lru_cache(maxsize=8)
@@ -61,7 +133,7 @@ def _fitted_field(vectors: np.ndarray, estimate: Callable[..., Any]) -> np.ndarr
     target = np.ascontiguousarray(source + flat[::step])
     matrix, _ = estimate(source, target, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_THRESHOLD_PX)
     if matrix is None:  # degenerate point set: fall back to the median translation
-        return np.median(flat, axis=0)
+        return _median(flat)
     (a, b, tx), (c, d, ty) = matrix.astype(np.float32)
     # The global field A @ p + t - p, evaluated separably over rows and columns.
     field_x = (a - 1) * xs[None, :] + b * ys[:, None] + tx

@@ -3,12 +3,17 @@
 Energies (codec.md): motion ``|v|`` after camera compensation, normalised by its 95th percentile
 (floor ``mv_norm_floor``); residual ``|Y - MC(Y_ref, v)|`` normalised by its 95th percentile (floor
 ``residual_norm_floor``); fused by ``weighted`` / ``max`` / ``sum`` / ``geomean``; optionally
-boosted by a centred Gaussian prior.
+boosted by a centred Gaussian prior. The vectors are first checked against the pictures (a vector the
+camera's motion predicts as well is the camera's, :func:`~.compensation.check_against_camera`), and with
+``mv_precision="pel"`` truncated toward zero to whole pixels before the camera is fitted, as the
+release's reader did.
 
 The motion floor is a deliberate departure from the release (which used 1e-6): when fewer than 5% of
 a frame's cells move a lot, P95 sits at the encoder's quarter-pel jitter, and with a tiny floor that
 jitter scores 1 like the moving object itself. A floor of 1 pixel keeps real motion (>= 1 px per
 frame) at full score and jitter at a quarter of it; frames with a wider motion spread are unchanged.
+With whole pixels and a translation (the ``lmm`` preset) the floor changes nothing (any motion left is
+at least a pixel); after a similarity fit, whose field is fractional, it still matters.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .compensation import compensate_camera
+from .compensation import check_against_camera, fit_camera
 from .geometry import FrameGeometry
-from .motion import cell_grid, estimate_motion, rasterize_motion_vectors
+from .motion import cell_grid, estimate_motion, motion_compensated, rasterize_motion_vectors, truncate_to_pixels
 from .options import FUSIONS as FUSIONS  # the choices live with the other options
 from .options import MOTION_MODES as MOTION_MODES
+from .options import MV_PRECISIONS as MV_PRECISIONS
 from .options import RESIDUAL_MODES as RESIDUAL_MODES
 from .options import check_saliency
 
@@ -33,6 +39,7 @@ class SaliencyConfig:
     """How a frame's signals become one map. Defaults are the release's."""
 
     mv_compensate: str = "similarity"
+    mv_precision: str = "pel"  # "pel": components truncated toward zero to whole pixels (the release); "qpel"
     fusion: str = "weighted"
     fusion_weights: tuple[float, float] = (1.0, 1.0)
     inconsistency: bool = False
@@ -42,8 +49,10 @@ class SaliencyConfig:
     residual_norm_floor: float = 1.0
 
     def __post_init__(self) -> None:  # the selection's own checks (options.py), normalised values kept
-        checked = check_saliency(self.mv_compensate, self.fusion, self.fusion_weights, self.residual, self.centre_prior)
-        names = ("mv_compensate", "fusion", "fusion_weights", "residual", "centre_prior")
+        checked = check_saliency(
+            self.mv_compensate, self.mv_precision, self.fusion, self.fusion_weights, self.residual, self.centre_prior
+        )
+        names = ("mv_compensate", "mv_precision", "fusion", "fusion_weights", "residual", "centre_prior")
         for name, value in zip(names, checked, strict=True):
             object.__setattr__(self, name, value)
 
@@ -84,24 +93,9 @@ def motion_energy(magnitude: np.ndarray, inconsistency: bool, floor: float) -> n
 
 
 def speed(vectors_px: np.ndarray) -> np.ndarray:
-    """``|v|`` of a ``[..., 2]`` field, float32."""
+    """``|v|`` of a ``[..., 2]`` field, float32. (Not ``cv2.magnitude``: its SIMD path rounds differently
+    with the arrays' alignment, so equal inputs could give scores 1 ulp apart from run to run.)"""
     return np.hypot(vectors_px[..., 0], vectors_px[..., 1], dtype=np.float32)
-
-
-@lru_cache(maxsize=8)
-def _pixel_grid(hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float32)
-    return xs, ys
-
-
-def motion_compensated(reference: np.ndarray, field_qpel: np.ndarray, luma_hw: tuple[int, int]) -> np.ndarray:
-    """``MC(Y_ref, v)`` at the reference plane's resolution; ``v`` is the full-resolution field."""
-    work_hw = reference.shape
-    displacement = cv2.resize(field_qpel.astype(np.float32), (work_hw[1], work_hw[0]), interpolation=cv2.INTER_NEAREST)
-    xs, ys = _pixel_grid(work_hw)
-    map_x = xs + displacement[..., 0] * (work_hw[1] / luma_hw[1] / 4)
-    map_y = ys + displacement[..., 1] * (work_hw[0] / luma_hw[0] / 4)
-    return cv2.remap(reference, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def residual_magnitude(
@@ -115,8 +109,11 @@ def residual_gradient(
     luma: np.ndarray, reference: np.ndarray, field_qpel: np.ndarray, luma_hw: tuple[int, int]
 ) -> np.ndarray:
     """Gradient magnitude (3x3 Sobel) of the signed residual ``Y - MC(Y_ref, v)``, float32."""
-    signed = luma.astype(np.float32) - motion_compensated(reference, field_qpel, luma_hw)
-    return cv2.magnitude(cv2.Sobel(signed, cv2.CV_32F, 1, 0), cv2.Sobel(signed, cv2.CV_32F, 0, 1))
+    return _gradient(luma.astype(np.float32) - motion_compensated(reference, field_qpel, luma_hw))
+
+
+def _gradient(signed: np.ndarray) -> np.ndarray:
+    return np.hypot(cv2.Sobel(signed, cv2.CV_32F, 1, 0), cv2.Sobel(signed, cv2.CV_32F, 0, 1))
 
 
 def fuse(motion: np.ndarray, residual: np.ndarray, config: SaliencyConfig) -> np.ndarray:
@@ -177,25 +174,34 @@ def score_frame(
     if reference_luma is None:
         zeros = np.zeros(grid, dtype=np.float32)
         return FrameScores(zeros, zeros.copy(), "none")
-    field, source = motion_field(luma, reference_luma, motion_vectors, is_intra, luma_hw, motion)
-    magnitude = speed(compensate_camera(field * np.float32(0.25), config.mv_compensate))
+    coded, source = motion_field(luma, reference_luma, motion_vectors, is_intra, luma_hw, motion)
+    field, camera, prediction = check_against_camera(coded, config.mv_compensate, luma, reference_luma, luma_hw)
+    if config.mv_precision == "pel":  # whole pixels, then the camera refitted to them (the release's order)
+        whole = truncate_to_pixels(field)
+        magnitude = speed((whole - fit_camera(whole, config.mv_compensate)) * np.float32(0.25))
+    else:
+        magnitude = speed((field - camera) * np.float32(0.25))
+    # The still-clip test measures the motion as coded (or estimated), quarter-pel, relative to the camera:
+    # whole pixels would call a clip still whose object moves under a pixel a frame, and the check may
+    # give a small object's rough estimated motion to the camera (its residual still scores it).
+    moving = speed((coded - camera) * np.float32(0.25))
     work_hw = luma.shape
     size = (work_hw[1], work_hw[0])
     motion_map = cv2.resize(
         motion_energy(magnitude, config.inconsistency, config.mv_norm_floor), size, interpolation=cv2.INTER_AREA
     )
     if config.residual == "gradient":
-        gradient = residual_gradient(luma, reference_luma, field, luma_hw)
+        gradient = _gradient(luma.astype(np.float32) - prediction)
         residual_map = np.minimum(gradient / max(percentile95(gradient), config.residual_norm_floor), 1)
     else:
-        residual = residual_magnitude(luma, reference_luma, field, luma_hw)
+        residual = cv2.absdiff(luma, prediction)
         # residual is uint8: normalise through a 256-entry table.
         scale = max(percentile95(residual), config.residual_norm_floor)
         residual_map = np.minimum(np.arange(256, dtype=np.float32) / np.float32(scale), 1)[residual]
     fused = fuse(motion_map, residual_map, config)
     if config.centre_prior:
         fused = np.minimum(fused * (1 + config.centre_prior * centre_gaussian(work_hw)), 1.0)
-    motion_px = cv2.resize(magnitude, size, interpolation=cv2.INTER_AREA)
+    motion_px = cv2.resize(moving, size, interpolation=cv2.INTER_AREA)
     turns = rotation // 90
     pixels = geometry.patch_size**2
     return FrameScores(

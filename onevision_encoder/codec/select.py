@@ -25,6 +25,10 @@ __all__ = ["PRESETS", "Preset", "SelectionOptions", "compute_codec_visible_indic
 
 
 PENDING_FRAMES = 4  # scored frames in flight: bounds memory while decoding overlaps scoring
+RECENT_PLANES = 3  # luma planes kept for reuse as references
+# Scoring costs more than decoding (at 720p about 2x an H.264 decode's CPU time): two scoring threads keep
+# two cores busy beside the decoder.
+SCORING_THREADS = 2
 
 
 def select_patches(
@@ -47,6 +51,7 @@ def select_patches(
     keep_frames: bool = False,
     frame_range: tuple[int, int] | None = None,
     allow_truncated: bool = False,
+    mv_precision: str | None = None,
 ) -> CodecSelection:
     """Choose the K most informative patches of ``num_frames`` frames sampled from a video.
 
@@ -58,6 +63,9 @@ def select_patches(
         patch_size, size: patch side and model input side (``size`` must be a multiple of ``patch_size``).
         mv_compensate: camera compensation ``none | median | mean | similarity | affine``.
         anchors: sampled frames kept whole: ``gop`` (every ``gop_size``-th), ``first`` or ``none``.
+        mv_precision: motion precision before camera compensation: ``pel`` (each component truncated
+            toward zero to whole pixels, as the release's reader; the ``lmm`` preset's) or ``qpel``
+            (quarter-pel as coded; the ``encoder`` preset's). Estimated motion is treated alike.
         motion: ``codec`` (the stream's vectors; H.264/MPEG only), ``estimate`` (optical flow) or
             ``auto`` (codec vectors where the decoder exports them, estimated for other codecs and intra frames).
         fusion, fusion_weights, inconsistency, residual, centre_prior: see :class:`SaliencyConfig`.
@@ -84,6 +92,7 @@ def select_patches(
         mv_compensate=mv_compensate,
         anchors=anchors,
         gop_size=gop_size,
+        mv_precision=mv_precision,
         motion=motion,
         fusion=fusion,
         fusion_weights=fusion_weights,
@@ -97,6 +106,7 @@ def select_patches(
     )
     config = SaliencyConfig(
         mv_compensate=options.mv_compensate,
+        mv_precision=options.mv_precision,
         fusion=options.fusion,
         fusion_weights=options.fusion_weights,
         inconsistency=options.inconsistency,
@@ -161,17 +171,28 @@ def _score_frames(
     motion: str,
     keep_frames: bool,
 ) -> tuple[dict[int, FrameScores], dict[int, np.ndarray]]:
-    """Decode once on this thread; turn frames into luma planes and score them on a worker thread meanwhile."""
+    """Decode on this thread (and the decoder's) and make the luma planes; score them on worker threads
+    meanwhile. Each frame's score depends on nothing but its own sample, so the workers' order does not
+    matter: the result is the same with any number of them."""
     info = reader.info
     turns = info.rotation // 90
     # Every frame (and reference) goes to the working size planned from the first frame, whatever its own
     # size: a stream whose frame size changes is scored on one geometry.
     work_hw = geometry.resized_hw[::-1] if turns % 2 else geometry.resized_hw
     reformatter = VideoReformatter()
+    # The last planes made, with their frames (kept alive, so identity is safe): a reference is often a frame
+    # sampled just before (dense sampling), or the anchor of several B frames.
+    recent: deque[tuple[Any, np.ndarray]] = deque(maxlen=RECENT_PLANES)
 
-    def process(sample: DecodedSample) -> FrameScores:
-        luma = luma_at(sample.frame, work_hw)
-        reference = None if sample.reference is None else luma_at(sample.reference, work_hw)
+    def plane(frame: Any) -> np.ndarray:
+        for known, luma in recent:
+            if known is frame:
+                return luma
+        luma = luma_at(frame, work_hw)
+        recent.append((frame, luma))
+        return luma
+
+    def score(sample: DecodedSample, luma: np.ndarray, reference: np.ndarray | None) -> FrameScores:
         vectors = None if motion == "estimate" else sample.motion_vectors
         # The vectors (and estimated motion) are in pixels of this frame's own size.
         luma_hw = (sample.frame.height, sample.frame.width)
@@ -180,13 +201,15 @@ def _score_frames(
     scores: dict[int, FrameScores] = {}
     frames: dict[int, np.ndarray] = {}
     pending: deque[tuple[int, Future[FrameScores]]] = deque()
-    with ThreadPoolExecutor(max_workers=1) as worker:
+    workers = SCORING_THREADS
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for sample in reader.samples(frame_ids):
-            pending.append((sample.frame_index, worker.submit(process, sample)))
-            if keep_frames:  # on this thread: it balances the two cores (decode + RGB here, scoring there)
+            reference = None if sample.reference is None else plane(sample.reference)
+            pending.append((sample.frame_index, pool.submit(score, sample, plane(sample.frame), reference)))
+            if keep_frames:
                 rgb = rgb_at(sample.frame, work_hw, reformatter)
                 frames[sample.frame_index] = geometry.to_canvas(np.rot90(rgb, turns))
-            while len(pending) > PENDING_FRAMES:
+            while len(pending) > PENDING_FRAMES + workers:
                 index, job = pending.popleft()
                 scores[index] = job.result()
         for index, job in pending:

@@ -16,6 +16,7 @@ import numpy as np
 from .encode import write_video
 
 SCENES = ("moving_object", "panning", "still", "scene_cut", "shift")
+BACKGROUNDS = ("smooth", "blocks", "tiles", "flat")
 
 
 @dataclass
@@ -34,6 +35,17 @@ def texture(height: int, width: int, seed: int, blur: float = 2.0) -> np.ndarray
     return (smooth * 255).astype(np.uint8)
 
 
+def block_texture(height: int, width: int, seed: int, block: int = 4, period: int | None = None) -> np.ndarray:
+    """Random colour blocks of ``block`` x ``block`` pixels, uint8 ``[H, W, 3]``; with ``period`` (pixels)
+    one random tile of that side repeated: shifts by multiples of it predict as well as the motion."""
+    if period is not None:
+        tile = block_texture(period, period, seed, block)
+        return np.tile(tile, (-(-height // period), -(-width // period), 1))[:height, :width]
+    rows, cols = -(-height // block), -(-width // block)
+    cells = np.random.default_rng(seed).integers(0, 256, (rows, cols, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(cells, block, axis=0), block, axis=1)[:height, :width]
+
+
 def make_clip(
     scene: str,
     num_frames: int = 48,
@@ -44,6 +56,7 @@ def make_clip(
     shift: tuple[float, float] = (1.5, 0.0),
     cut_at: int | None = None,
     seed: int = 0,
+    background: str = "smooth",
 ) -> SyntheticClip:
     """One of :data:`SCENES` at ``size`` (height, width).
 
@@ -52,12 +65,24 @@ def make_clip(
     square moves at ``object_speed``. ``still``: nothing moves. ``scene_cut``: the moving square, then
     a different still scene from frame ``cut_at`` (default: the middle frame) on. ``shift``: the whole
     picture translates by ``shift`` (x, y) px/frame with sub-pixel interpolation.
+
+    ``background``: ``smooth`` (a blurred random texture), ``blocks`` (random 4x4-pixel colour blocks,
+    see :func:`block_texture`), ``tiles`` (those blocks in a 12-pixel tile repeated: a periodic texture)
+    or ``flat`` (one uniform grey: a pan over it is invisible).
     """
     if scene not in SCENES:
         raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
     height, width = size
     margin = int(abs(pan_speed) * num_frames + abs(shift[0]) * num_frames + abs(shift[1]) * num_frames) + 8
-    world = texture(height + 2 * margin, width + 2 * margin, seed)
+    world_hw = (height + 2 * margin, width + 2 * margin)
+    if background in ("blocks", "tiles"):
+        world = block_texture(*world_hw, seed, period=12 if background == "tiles" else None)
+    elif background == "flat":
+        world = np.full((*world_hw, 3), 118, dtype=np.uint8)
+    else:
+        world = texture(*world_hw, seed)
     other = texture(height, width, seed + 1, blur=3.0)
     patch = texture(object_size, object_size, seed + 2, blur=1.0)
     patch[..., 0] = np.maximum(patch[..., 0], 160)  # a reddish object, distinct from the background

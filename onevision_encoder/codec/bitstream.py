@@ -1,0 +1,192 @@
+"""What a packet's own headers say about decoding it: may a decode start at this key frame, and may this
+frame be left undecoded without changing any other.
+
+Random access. A decode that starts at a random access point gives, from that frame on, exactly the frames
+of a decode from the first frame.
+A container's key-frame flag is not enough: H.264 muxers have flagged non-IDR I frames (mkvmerge did; NUT
+keeps whatever flag it is given), and P frames after such an I frame may still predict from pictures before
+it. A flagged key frame counts as a random access point only when its own bitstream says so:
+
+- H.264: an IDR picture; or an I picture carrying a recovery-point SEI that names the picture itself
+  (``recovery_frame_cnt`` 0) with ``exact_match_flag`` 1 and ``broken_link_flag`` 0, as x264 writes for its
+  open-GOP key frames. Pictures at or after it in output order then decode exactly as from the start of the
+  stream (H.264 D.2.8); the leading B frames shown before it may not, and are never used.
+- HEVC: an IRAP picture (BLA, IDR or CRA, NAL types 16-21): the pictures that follow it in both decoding and
+  output order decode correctly; only its leading (RASL) pictures may not.
+- VP9: a shown key frame, which refreshes every reference slot.
+
+Any other codec, or a packet that cannot be parsed, is not a random access point here (the caller decodes
+from an earlier one, or from the start).
+
+Disposable frames. An H.264 picture whose slices are all B slices with ``nal_ref_idc`` 0 is never a reference:
+no other picture's pixels or motion vectors depend on it, and it is not an I or P anchor either, so leaving
+it out of the decode changes nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+# Codecs whose key frames this module can check.
+CHECKED_CODECS = frozenset({"h264", "hevc", "vp9"})
+
+H264_IDR, H264_SEI, H264_SLICE = 5, 6, 1
+H264_RECOVERY_POINT = 6  # SEI payload type
+H264_B_SLICE, H264_I_SLICE = 1, 2  # slice_type % 5
+HEVC_IRAP = range(16, 22)  # BLA_W_LP .. CRA_NUT
+HEVC_VCL = range(32)
+
+
+def nal_length_size(codec: str, extradata: bytes | None) -> int | None:
+    """Bytes of the length prefix before each NAL unit (MP4/Matroska ``avcC``/``hvcC`` streams), or None
+    for Annex B byte streams (MPEG-TS, raw ``.h264``), whose NAL units follow start codes."""
+    if not extradata or extradata[0] != 1:
+        return None
+    if codec == "h264" and len(extradata) > 4:
+        return (extradata[4] & 3) + 1
+    if codec == "hevc" and len(extradata) > 21:
+        return (extradata[21] & 3) + 1
+    return None
+
+
+def is_random_access(codec: str, data: bytes, length_size: int | None) -> bool:
+    """Whether a key-frame packet of ``codec`` may start a decode (see the module's rules)."""
+    try:
+        if codec == "h264":
+            return _h264_random_access(list(nal_units(data, length_size)))
+        if codec == "hevc":
+            return _hevc_random_access(list(nal_units(data, length_size)))
+        if codec == "vp9":
+            return _vp9_shown_key_frame(data)
+    except (IndexError, ValueError):  # a packet too short for what its headers announce
+        return False
+    return False
+
+
+def is_disposable(codec: str, data: bytes | memoryview, length_size: int | None) -> bool:
+    """Whether a packet holds an H.264 non-reference B picture (see the module's rules); False when unsure."""
+    if codec != "h264":
+        return False
+    try:
+        slices = [unit for unit in nal_units(data, length_size) if unit[0] & 0x1F == H264_SLICE]
+        return bool(slices) and all(
+            unit[0] & 0x60 == 0 and _h264_slice_type(unit) % 5 == H264_B_SLICE for unit in slices
+        )
+    except (IndexError, ValueError):
+        return False
+
+
+def nal_units(data: bytes | memoryview, length_size: int | None) -> Iterator[bytes | memoryview]:
+    """The NAL units of one packet, length-prefixed (``length_size`` bytes) or after Annex B start codes."""
+    if length_size is not None:
+        position = 0
+        while position < len(data):
+            size = int.from_bytes(data[position : position + length_size], "big")
+            position += length_size
+            if size == 0 or position + size > len(data):
+                raise ValueError("a NAL unit runs past its packet")
+            yield data[position : position + size]
+            position += size
+        return
+    data = bytes(data)
+    starts = []
+    position = data.find(b"\x00\x00\x01")
+    while position >= 0:
+        starts.append(position + 3)
+        position = data.find(b"\x00\x00\x01", position + 3)
+    for start, end in zip(starts, [*starts[1:], len(data) + 3], strict=True):
+        unit = data[start : end - 3].rstrip(b"\x00")  # the next start code's leading zero (4-byte codes)
+        if unit:
+            yield unit
+
+
+def _h264_random_access(units: list[bytes]) -> bool:
+    slices = [unit for unit in units if unit[0] & 0x1F in (H264_SLICE, H264_IDR)]
+    if not slices:
+        return False
+    if all(unit[0] & 0x1F == H264_IDR for unit in slices):
+        return True
+    if not all(_h264_slice_type(unit) % 5 == H264_I_SLICE for unit in slices):
+        return False
+    return any(_h264_exact_recovery_here(unit) for unit in units if unit[0] & 0x1F == H264_SEI)
+
+
+def _h264_slice_type(unit: bytes) -> int:
+    bits = _Bits(_rbsp(bytes(unit[1:16])))  # first_mb_in_slice and slice_type: the first bytes
+    bits.ue()  # first_mb_in_slice
+    return bits.ue()
+
+
+def _h264_exact_recovery_here(unit: bytes) -> bool:
+    """Whether an SEI NAL unit holds a recovery point at its own picture with an exact match."""
+    payload = _rbsp(bytes(unit[1:]))
+    position = 0
+    while position < len(payload) and payload[position] != 0x80:  # 0x80: the RBSP trailing bits
+        kind = size = 0
+        while payload[position] == 0xFF:
+            kind, position = kind + 255, position + 1
+        kind, position = kind + payload[position], position + 1
+        while payload[position] == 0xFF:
+            size, position = size + 255, position + 1
+        size, position = size + payload[position], position + 1
+        if kind == H264_RECOVERY_POINT:
+            bits = _Bits(payload[position : position + size])
+            recovery_frame_cnt = bits.ue()
+            exact_match, broken_link = bits.bit(), bits.bit()
+            return recovery_frame_cnt == 0 and exact_match == 1 and broken_link == 0
+        position += size
+    return False
+
+
+def _hevc_random_access(units: list[bytes]) -> bool:
+    # The first VCL unit of the base layer (nuh_layer_id 0) gives the picture's type.
+    for unit in units:
+        kind, layer = (unit[0] >> 1) & 0x3F, ((unit[0] & 1) << 5) | (unit[1] >> 3)
+        if kind in HEVC_VCL and layer == 0:
+            return kind in HEVC_IRAP
+    return False
+
+
+def _vp9_shown_key_frame(data: bytes) -> bool:
+    bits = _Bits(data)
+    if bits.bits(2) != 2:  # frame_marker
+        return False
+    low, high = bits.bit(), bits.bit()
+    if (high << 1 | low) == 3:
+        bits.bit()  # reserved_zero
+    if bits.bit():  # show_existing_frame: a repeat of an earlier frame
+        return False
+    frame_type, show_frame = bits.bit(), bits.bit()
+    return frame_type == 0 and show_frame == 1  # frame_type 0: KEY_FRAME
+
+
+def _rbsp(payload: bytes) -> bytes:
+    """A NAL unit's payload without its emulation-prevention bytes (``00 00 03`` -> ``00 00``)."""
+    return payload.replace(b"\x00\x00\x03", b"\x00\x00") if b"\x00\x00\x03" in payload else payload
+
+
+class _Bits:
+    """Big-endian bit reader with Exp-Golomb codes (H.264 7.2 ``u(n)``, ``ue(v)``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.position = data, 0
+
+    def bit(self) -> int:
+        byte = self.data[self.position >> 3]  # IndexError past the end
+        value = (byte >> (7 - (self.position & 7))) & 1
+        self.position += 1
+        return value
+
+    def bits(self, count: int) -> int:
+        value = 0
+        for _ in range(count):
+            value = value << 1 | self.bit()
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.bit() == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("malformed Exp-Golomb code")
+        return (1 << zeros) - 1 + self.bits(zeros)
