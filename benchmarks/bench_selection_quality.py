@@ -30,7 +30,7 @@ from onevision_encoder.codec.geometry import plan_geometry
 from onevision_encoder.codec.reader import VideoReader, luma_at
 from onevision_encoder.codec.saliency import SaliencyConfig, score_frame
 from onevision_encoder.video.encode import write_video
-from onevision_encoder.video.synthetic import make_clip
+from onevision_encoder.video.synthetic import make_clip, object_precision
 
 # (codec, background, camera pan px/frame, object speed px/frame in the picture)
 FAMILIES = [
@@ -51,24 +51,6 @@ FAMILIES = [
     ("hevc", "flat", 0, 2),
 ]
 CHECK = motion.PREDICTION_TOLERANCE
-
-
-def object_precision(selection, clip) -> float:
-    geometry = selection.meta["geometry"]
-    top, left = geometry["offset"]
-    scale_y, scale_x = (r / s for r, s in zip(geometry["resized_hw"], geometry["source_hw"], strict=True))
-    p = selection.patch_size
-    _, rows, cols = selection.grid
-    hits = counted = 0
-    for t, h, w in selection.positions_thw:
-        if t < 1 or h in (0, rows - 1) or w in (0, cols - 1):
-            continue
-        counted += 1
-        y0, x0, y1, x1 = clip.boxes[selection.frame_ids[t]]
-        y0, y1 = y0 * scale_y + top, y1 * scale_y + top
-        x0, x1 = x0 * scale_x + left, x1 * scale_x + left
-        hits += bool(h * p < y1 and (h + 1) * p > y0 and w * p < x1 and (w + 1) * p > x0)
-    return hits / max(counted, 1)
 
 
 def precision_table(folder: Path, seeds: int, size: int) -> None:

@@ -18,23 +18,7 @@ from onevision_encoder.codec.motion import motion_compensated, translated, trunc
 from onevision_encoder.codec.options import PRESETS, SelectionOptions
 from onevision_encoder.codec.saliency import SaliencyConfig, score_frame
 from onevision_encoder.video.encode import write_video
-from onevision_encoder.video.synthetic import block_texture, make_clip, texture
-
-
-def object_precision(selection, clip):
-    """Share of the selected patches of frames t >= 1, the grid's border ring excluded (a pan brings new
-    content in there), that touch the moving object's box."""
-    p = selection.patch_size
-    _, rows, cols = selection.grid
-    hits = counted = 0
-    for t, h, w in selection.positions_thw:
-        if t < 1 or h in (0, rows - 1) or w in (0, cols - 1):
-            continue
-        counted += 1
-        y0, x0, y1, x1 = clip.boxes[selection.frame_ids[t]]
-        hits += bool(h * p < y1 and (h + 1) * p > y0 and w * p < x1 and (w + 1) * p > x0)
-    return hits / counted
-
+from onevision_encoder.video.synthetic import block_texture, make_clip, object_precision, texture
 
 # (codec, background, camera pan px/frame, object speed px/frame, seed). As the issue's clip: 224x224,
 # x264 GOP 16 without B-frames at CRF 18 (H.264: codec vectors; HEVC: estimated motion), an 80-pixel

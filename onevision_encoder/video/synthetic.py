@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -114,3 +115,24 @@ def make_clip(
 def write_clip(path: str | os.PathLike[str], clip: SyntheticClip, codec: str = "h264", **options: object) -> Path:
     """Encode a clip with :func:`write_video` (GOP 16, no B-frames by default)."""
     return write_video(path, clip.frames, codec=codec, **options)
+
+
+def object_precision(selection: Any, clip: SyntheticClip) -> float:
+    """Share of a selection's patches of frames t >= 1, the grid's border ring excluded (a pan brings new
+    content in there), that touch the clip's moving object (its box mapped through the selection's
+    geometry): how well a selection finds what moves."""
+    geometry = selection.meta["geometry"]
+    top, left = geometry["offset"]
+    scale_y, scale_x = (r / s for r, s in zip(geometry["resized_hw"], geometry["source_hw"], strict=True))
+    p = selection.patch_size
+    _, rows, cols = selection.grid
+    hits = counted = 0
+    for t, h, w in selection.positions_thw:
+        if t < 1 or h in (0, rows - 1) or w in (0, cols - 1):
+            continue
+        counted += 1
+        y0, x0, y1, x1 = clip.boxes[selection.frame_ids[t]]
+        y0, y1 = y0 * scale_y + top, y1 * scale_y + top
+        x0, x1 = x0 * scale_x + left, x1 * scale_x + left
+        hits += bool(h * p < y1 and (h + 1) * p > y0 and w * p < x1 and (w + 1) * p > x0)
+    return hits / max(counted, 1)
