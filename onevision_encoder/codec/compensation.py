@@ -57,7 +57,11 @@ def fit_camera(field_qpel: np.ndarray, method: str) -> np.ndarray:
     """:func:`camera_motion` of an int32 quarter-pel field, in quarter-pel (float32); translations are
     taken on the integers themselves (exact, and a partition of integers is several times faster)."""
     if method in _ESTIMATORS and field_qpel.shape[0] * field_qpel.shape[1] >= MIN_FIT_POINTS:
-        return camera_motion(field_qpel * np.float32(0.25), method).astype(np.float32) * np.float32(4)
+        # camera_motion(field_qpel * 0.25) * 4, with only the fit's sample scaled to pixels (the same float64
+        # values) and the float32 field scaled in place: no full-field temporaries.
+        camera = _fitted_field(field_qpel, _ESTIMATORS[method], np.float32(0.25)).astype(np.float32, copy=False)
+        camera *= np.float32(4)
+        return camera
     return camera_motion(field_qpel, method).astype(np.float32)
 
 
@@ -124,16 +128,19 @@ def _cell_centres(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return xs, ys, pairs
 
 
-def _fitted_field(vectors: np.ndarray, estimate: Callable[..., Any]) -> np.ndarray:
+def _fitted_field(vectors: np.ndarray, estimate: Callable[..., Any], scale: np.float32 | None = None) -> np.ndarray:
+    """The fitted global field (float32), or the median translation (float64 ``[2]``) if the fit fails;
+    ``vectors * scale`` are the vectors in pixels (``scale`` None: ``vectors``)."""
     rows, cols = vectors.shape[:2]
     xs, ys, centres = _cell_centres(rows, cols)
     flat = vectors.reshape(-1, 2)
     step = max(1, flat.shape[0] // MAX_FIT_POINTS)
+    sample = flat[::step] if scale is None else flat[::step] * scale
     source = np.ascontiguousarray(centres[::step])
-    target = np.ascontiguousarray(source + flat[::step])
+    target = np.ascontiguousarray(source + sample)
     matrix, _ = estimate(source, target, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_THRESHOLD_PX)
     if matrix is None:  # degenerate point set: fall back to the median translation
-        return _median(flat)
+        return _median(flat if scale is None else flat * scale)
     (a, b, tx), (c, d, ty) = matrix.astype(np.float32)
     # The global field A @ p + t - p, evaluated separably over rows and columns.
     field_x = (a - 1) * xs[None, :] + b * ys[:, None] + tx

@@ -30,35 +30,34 @@ def rasterize_motion_vectors(vectors: np.ndarray, luma_hw: tuple[int, int]) -> n
     # Room for blocks that reach past the picture (coded sizes are padded to 16-pixel macroblocks).
     field = np.zeros((-(-rows // 4) * 4 + 4, -(-cols // 4) * 4 + 4, 2), dtype=np.int32)
     # Zero vectors (static and skipped blocks, usually most of them) are the field's initial value.
-    past = vectors[(vectors["source"] < 0) & ((vectors["motion_x"] != 0) | (vectors["motion_y"] != 0))]
-    if past.size:
-        qpel = np.stack(
-            (
-                np.rint(past["motion_x"] * 4.0 / past["motion_scale"]),
-                np.rint(past["motion_y"] * 4.0 / past["motion_scale"]),
-            ),
-            axis=-1,
-        ).astype(np.int32)
-        block_w = np.maximum(past["w"].astype(np.int64) // CELL, 1)
-        block_h = np.maximum(past["h"].astype(np.int64) // CELL, 1)
-        left = np.clip((past["dst_x"].astype(np.int64) - past["w"] // 2) // CELL, 0, field.shape[1] - block_w)
-        top = np.clip((past["dst_y"].astype(np.int64) - past["h"] // 2) // CELL, 0, field.shape[0] - block_h)
-        shapes = block_h * 64 + block_w
-        for shape in np.unique(shapes):
-            members = shapes == shape
-            _paint(field, top[members], left[members], int(shape) // 64, int(shape) % 64, qpel[members])
+    motion_x, motion_y = vectors["motion_x"], vectors["motion_y"]
+    past = np.flatnonzero((vectors["source"] < 0) & ((motion_x != 0) | (motion_y != 0)))
+    if not past.size:
+        return field[:rows, :cols]
+    # The few columns needed, gathered one by one (copying whole 40-byte records is several times slower).
+    scale = vectors["motion_scale"][past]
+    qpel = np.empty((past.size, 2), dtype=np.int32)
+    qpel[:, 0] = np.rint(motion_x[past] * 4.0 / scale)
+    qpel[:, 1] = np.rint(motion_y[past] * 4.0 / scale)
+    width, height = vectors["w"][past].astype(np.int64), vectors["h"][past].astype(np.int64)
+    block_w = np.maximum(width // CELL, 1)
+    block_h = np.maximum(height // CELL, 1)
+    left = np.clip((vectors["dst_x"][past] - width // 2) // CELL, 0, field.shape[1] - block_w)
+    top = np.clip((vectors["dst_y"][past] - height // 2) // CELL, 0, field.shape[0] - block_h)
+    # One cell's (x, y) as one int64, so that painting a block is a flat scatter of whole cells (numpy's
+    # fast path; a scatter into a blocked [rows, bh, cols, bw, 2] view is several times slower).
+    cells = field.view(np.int64).reshape(-1)
+    values = qpel.view(np.int64).reshape(-1)
+    shapes = block_h * 64 + block_w
+    # Block shapes in increasing order, later ones painted over earlier ones where they overlap (at the
+    # clipped borders); bincount is much faster than np.unique on these few small values.
+    for shape in np.flatnonzero(np.bincount(shapes)):
+        members = np.flatnonzero(shapes == shape)
+        dy, dx = np.divmod(np.arange((shape // 64) * (shape % 64)), shape % 64)
+        corners = top[members] * field.shape[1] + left[members]
+        # Indices and values both flat and materialised: a broadcast value operand is ~2x slower.
+        cells[(corners[:, None] + (dy * field.shape[1] + dx)).ravel()] = np.repeat(values[members], dy.size)
     return field[:rows, :cols]
-
-
-def _paint(field: np.ndarray, top: np.ndarray, left: np.ndarray, bh: int, bw: int, values: np.ndarray) -> None:
-    """Fill ``bh x bw``-cell blocks at (top, left) with their vectors."""
-    if field.shape[0] % bh == 0 and field.shape[1] % bw == 0 and not (top % bh).any() and not (left % bw).any():
-        # Blocks aligned to their own size (H.264, MPEG-4): one scatter into a blocked view.
-        blocks = field.reshape(field.shape[0] // bh, bh, field.shape[1] // bw, bw, 2)
-        blocks[top // bh, :, left // bw, :] = values[:, None, None, :]
-        return
-    dy, dx = np.mgrid[0:bh, 0:bw]
-    field[top[:, None, None] + dy, left[:, None, None] + dx] = values[:, None, None, :]
 
 
 _flow = threading.local()
@@ -97,11 +96,18 @@ def _pixel_grid(hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 def motion_compensated(reference: np.ndarray, field_qpel: np.ndarray, luma_hw: tuple[int, int]) -> np.ndarray:
     """``MC(Y_ref, v)`` at the reference plane's resolution; ``v`` is the full-resolution field."""
     work_hw = reference.shape
-    displacement = cv2.resize(field_qpel.astype(np.float32), (work_hw[1], work_hw[0]), interpolation=cv2.INTER_NEAREST)
-    xs, ys = _pixel_grid(work_hw)
-    map_x = xs + displacement[..., 0] * (work_hw[1] / luma_hw[1] / 4)
-    map_y = ys + displacement[..., 1] * (work_hw[0] / luma_hw[0] / 4)
-    return cv2.remap(reference, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    size = (work_hw[1], work_hw[0])
+    maps = []
+    # Per component: quarter-pel to working-plane pixels on the cells, then the nearest-neighbour upscale
+    # (which only copies values: the same map as scaling every pixel, with fewer and contiguous passes).
+    # One remap with two float maps: an interleaved map or fixed-point maps are slower, or not the same.
+    for component, grid in enumerate(_pixel_grid(work_hw)):
+        scale = np.float32(work_hw[1 - component] / luma_hw[1 - component] / 4)
+        displacement = cv2.resize(
+            field_qpel[..., component].astype(np.float32) * scale, size, interpolation=cv2.INTER_NEAREST
+        )
+        maps.append(np.add(displacement, grid, out=displacement))
+    return cv2.remap(reference, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def translated(reference: np.ndarray, vector_qpel: np.ndarray, luma_hw: tuple[int, int]) -> np.ndarray:
