@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..media import MEDIA_PATTERNS, list_inputs, output_name
 from .options import (
+    INPUT_ERRORS,
     UsageError,
     add_command,
     add_frame_range,
@@ -111,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
     from ..features import encode_batch
     from ..files import atomic_write
     from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
-    from .options import INPUT_ERRORS
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model = OneVisionEncoderModel.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()

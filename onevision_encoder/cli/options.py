@@ -8,7 +8,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-# The selection's choices and checks, without importing the codec itself (standard library only).
+# The selection's errors, choices and checks, without importing the codec itself (standard library only).
+from ..codec.errors import VideoError
 from ..codec.options import (
     ANCHOR_POLICIES,
     FUSIONS,
@@ -21,15 +22,8 @@ from ..codec.options import (
     SelectionOptions,
 )
 
-
-def __getattr__(name: str) -> Any:
-    """``INPUT_ERRORS``, what a bad input file raises (reported per file, the batch goes on): built on first
-    use, so that building the parser does not import the codec."""
-    if name == "INPUT_ERRORS":
-        from ..codec.errors import VideoError
-
-        return (VideoError, OSError, ValueError)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# What a bad input file raises: reported per file, the batch goes on.
+INPUT_ERRORS = (VideoError, OSError, ValueError)
 
 
 def at_least(minimum: int) -> Any:

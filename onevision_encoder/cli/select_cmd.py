@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .options import (
+    INPUT_ERRORS,
     add_command,
     add_selection_options,
     names_of_inputs,
@@ -44,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
     refuse_outputs_over_inputs(folders.items(), folders=True)
 
     from ..codec import select_patches
-    from .options import INPUT_ERRORS
 
     failed = 0
     for video in args.videos:
