@@ -19,9 +19,6 @@ import numpy as np
 
 from . import motion
 from .motion import cell_errors, motion_compensated, predicts_as_well, translated
-from .options import MV_COMPENSATIONS
-
-METHODS = MV_COMPENSATIONS  # the choices live with the other options
 
 MAX_FIT_POINTS = 2000  # the release used at most 5000; RANSAC needs far fewer for 4 or 6 parameters
 MIN_FIT_POINTS = 64
@@ -30,14 +27,6 @@ _ESTIMATORS: dict[str, Callable[..., Any]] = {
     "similarity": cv2.estimateAffinePartial2D,
     "affine": cv2.estimateAffine2D,
 }
-
-
-def compensate_camera(vectors: np.ndarray, method: str) -> np.ndarray:
-    """``vectors float32 [Hc, Wc, 2]`` (pixels, one per 4x4 cell) minus the fitted global motion; ``method``
-    one of :data:`METHODS` (checked with the other options, see :mod:`.options`)."""
-    if method == "none":
-        return vectors
-    return vectors - camera_motion(vectors, method)
 
 
 def camera_motion(vectors: np.ndarray, method: str) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .compensation import check_against_camera, fit_camera
 from .geometry import FrameGeometry
-from .motion import cell_grid, estimate_motion, motion_compensated, rasterize_motion_vectors, truncate_to_pixels
+from .motion import cell_grid, estimate_motion, rasterize_motion_vectors, truncate_to_pixels
 from .options import FUSIONS as FUSIONS  # the choices live with the other options
 from .options import MOTION_MODES as MOTION_MODES
 from .options import MV_PRECISIONS as MV_PRECISIONS
@@ -117,21 +117,14 @@ def relative_speed(field_qpel: np.ndarray, camera_qpel: np.ndarray) -> np.ndarra
     return speed(pixels)
 
 
-def residual_magnitude(
-    luma: np.ndarray, reference: np.ndarray, field_qpel: np.ndarray, luma_hw: tuple[int, int]
-) -> np.ndarray:
-    """``|Y - MC(Y_ref, v)|`` (uint8) at the planes' resolution."""
-    return cv2.absdiff(luma, motion_compensated(reference, field_qpel, luma_hw))
+def residual_magnitude(luma: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """``|Y - MC(Y_ref, v)|`` (uint8) at the planes' resolution, from the prediction ``MC(Y_ref, v)``."""
+    return cv2.absdiff(luma, prediction)
 
 
-def residual_gradient(
-    luma: np.ndarray, reference: np.ndarray, field_qpel: np.ndarray, luma_hw: tuple[int, int]
-) -> np.ndarray:
+def residual_gradient(luma: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     """Gradient magnitude (3x3 Sobel) of the signed residual ``Y - MC(Y_ref, v)``, float32."""
-    return _gradient(luma.astype(np.float32) - motion_compensated(reference, field_qpel, luma_hw))
-
-
-def _gradient(signed: np.ndarray) -> np.ndarray:
+    signed = luma.astype(np.float32) - prediction
     return np.hypot(cv2.Sobel(signed, cv2.CV_32F, 1, 0), cv2.Sobel(signed, cv2.CV_32F, 0, 1))
 
 
@@ -218,10 +211,10 @@ def score_frame(
         motion_energy(magnitude, config.inconsistency, config.mv_norm_floor), size, interpolation=cv2.INTER_AREA
     )
     if config.residual == "gradient":
-        gradient = _gradient(luma.astype(np.float32) - prediction)
+        gradient = residual_gradient(luma, prediction)
         residual_map = np.minimum(gradient / max(percentile95(gradient), config.residual_norm_floor), 1)
     else:
-        residual = cv2.absdiff(luma, prediction)
+        residual = residual_magnitude(luma, prediction)
         # residual is uint8: normalise through a 256-entry table (cv2.LUT copies its entries, several times
         # faster than numpy's indexing).
         scale = max(percentile95(residual), config.residual_norm_floor)
