@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-compat lint bench clean
+.PHONY: demo test test-transformers test-compat lint bench clean
 
 $(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(BIN)/.installed: pyproject.toml requirements-dev.txt
 demo: $(BIN)/.installed
 	$(BIN)/onevision demo
 
+# Everything, transformers' own common test suites (tests/transformers_common) included.
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+# transformers' common model, config, image and video processor tests against our classes; the first run
+# fetches the installed version's sdist from the package registry (see tests/transformers_common/conftest.py).
+test-transformers: $(BIN)/.installed
+	$(BIN)/python -m pytest -q tests/transformers_common
 
 # The oldest supported transformers (CI tests the latest through `make test`).
 test-compat:
