@@ -48,6 +48,9 @@ FAMILIES = [
     ("hevc", "smooth", 2, 2),
     ("hevc", "smooth", 2, -1),
     ("hevc", "blocks", 2, 2),
+    ("hevc", "tiles", 0, 2),
+    ("hevc", "tiles", 2, 2),
+    ("hevc", "tiles", 2, -1),
     ("hevc", "flat", 0, 2),
 ]
 CHECK = motion.PREDICTION_TOLERANCE

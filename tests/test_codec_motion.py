@@ -35,6 +35,10 @@ CLIPS = [
     ("h264", "smooth", 0, 1, 1),
     ("h264", "blocks", 3, 1.5, 0),
     ("hevc", "smooth", 2, -1, 2),
+    # optical flow aliases by whole periods on a panning periodic texture, differently from region to region,
+    # unless it is measured from the picture's dominant shift (before that: 0.46-0.59)
+    ("hevc", "tiles", 2, 2, 1),
+    ("hevc", "tiles", 2, -1, 2),
 ]
 
 
@@ -151,7 +155,9 @@ def test_the_precision_applies_to_coded_and_estimated_motion(motion, monkeypatch
         frame = score_frame(luma, reference, vectors, False, (224, 224), 0, geometry, config, motion)
         scores[precision] = frame.patch_scores[2:-2, 2:-2]
         assert frame.motion_source == motion
-    assert scores["qpel"].min() > 0.35 * 14 * 14  # 0.5 px over the 1-pixel floor
+    # 0.5 px over the 1-pixel floor; estimated at 0.25-0.5 px (DIS measures it again from the whole-pixel shift
+    # its first measurement rounds to, with the opposite sub-pixel bias)
+    assert scores["qpel"].min() >= 0.25 * 14 * 14
     assert scores["pel"].max() == 0
 
 

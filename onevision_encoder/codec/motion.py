@@ -70,14 +70,38 @@ def _dis() -> cv2.DISOpticalFlow:
     return _flow.dis
 
 
+def dominant_shift(flow: np.ndarray) -> tuple[int, int]:
+    """The most common whole-pixel vector of a flow field ``[H, W, 2]`` (x, y), counted on every 4th pixel
+    of every 4th row (DIS measures on overlapping patches: neighbours repeat each other)."""
+    whole = np.rint(flow[::4, ::4]).astype(np.int32)
+    low = whole.reshape(-1, 2).min(axis=0)
+    span = whole.reshape(-1, 2).max(axis=0) - low + 1
+    counts = np.bincount(((whole[..., 1] - low[1]) * span[0] + whole[..., 0] - low[0]).ravel())
+    row, column = divmod(int(counts.argmax()), int(span[0]))
+    return column + int(low[0]), row + int(low[1])
+
+
 def estimate_motion(luma: np.ndarray, reference_luma: np.ndarray, luma_hw: tuple[int, int]) -> np.ndarray:
     """Dense optical flow (OpenCV DIS) from the current frame to its reference, as the codec field.
 
-    ``luma`` and ``reference_luma`` may be downscaled working planes; the flow is rescaled to pixels
-    of the full ``luma_hw`` plane, averaged over each 4x4 cell and rounded to quarter-pel, like coded
-    vectors (sub-quarter-pel noise on still areas becomes exactly zero).
+    Where most of the picture moves (a pan), the flow is measured again with the reference shifted by the
+    picture's :func:`dominant_shift` (the shift added back): DIS starts from zero motion at its coarsest
+    scale, where a panning repetitive texture (tiles, fences, facades) aliases by whole periods, differently
+    from region to region; measured from the pan, only what moves against it is left to find. ``luma`` and ``reference_luma`` may be downscaled
+    working planes; the flow is rescaled to pixels of the full ``luma_hw`` plane, averaged over each 4x4
+    cell and rounded to quarter-pel, like coded vectors (sub-quarter-pel noise on still areas becomes
+    exactly zero).
     """
     flow = _dis().calc(luma, reference_luma, None)
+    shift_x, shift_y = dominant_shift(flow)
+    if shift_x or shift_y:  # a whole-pixel shift: exact samples, no interpolation
+        matrix = np.float32([[1, 0, shift_x], [0, 1, shift_y]])
+        flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        size = (luma.shape[1], luma.shape[0])
+        shifted = cv2.warpAffine(reference_luma, matrix, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        flow = _dis().calc(luma, shifted, None)
+        flow[..., 0] += shift_x
+        flow[..., 1] += shift_y
     scale_x = luma_hw[1] / luma.shape[1]
     scale_y = luma_hw[0] / luma.shape[0]
     rows, cols = cell_grid(luma_hw)
