@@ -25,6 +25,21 @@ def test_importing_the_package_loads_neither_torch_nor_transformers():
     assert result.stdout.strip() == "[]"
 
 
+def test_a_data_loader_worker_selects_patches_without_transformers(tmp_path):
+    # What a worker runs: the selection and the model inputs it makes (normalised pixels, indices).
+    result = python(
+        "import sys\n"
+        "from onevision_encoder.codec import select_patches\n"
+        "from onevision_encoder.video.synthetic import make_clip, write_clip\n"
+        f"path = write_clip({str(tmp_path / 'clip.mp4')!r}, make_clip('moving_object', num_frames=16))\n"
+        "selection = select_patches(path, num_frames=16, num_patches=256, anchors='none', keep_frames=True)\n"
+        "inputs = selection.model_inputs('mosaic')\n"
+        "print(sorted(inputs), 'transformers' in sys.modules)"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['pixel_values', 'visible_indices'] False"
+
+
 @pytest.mark.parametrize(
     "imports",
     [

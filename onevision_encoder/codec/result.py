@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from ..files import atomic_directory
-from ..model.image_processing import CLIP_MEAN, CLIP_STD
 from ..video.grid import check_visible_indices, indices_to_positions
 from ..video.mosaic import mosaic
+from ..video.normalisation import CLIP_MEAN, CLIP_STD, normalise
 
 META_FILE = "meta.json"
 FRAME_IDS_FILE = "frame_ids.npy"
@@ -66,9 +66,7 @@ class CodecSelection:
             raise ValueError(
                 "this selection holds no frames: call select_patches(..., keep_frames=True) (frames are not saved)"
             )
-        pixels = torch.from_numpy(self.frames).float().div_(255)
-        pixels = (pixels - torch.tensor(mean)) / torch.tensor(std)
-        return pixels.permute(3, 0, 1, 2).unsqueeze(0).contiguous()
+        return normalise(self.frames, mean, std).unsqueeze(0)
 
     def model_inputs(self, path: str = "gather") -> dict[str, torch.Tensor]:
         """Keyword arguments for ``OneVisionEncoderModel``.

@@ -24,8 +24,9 @@ from PIL import Image
 from ..codec import CodecSelection, select_patches
 from ..codec.reader import read_frames, read_sampled_frames
 from ..features import selection_input
-from ..model.image_processing import CLIP_MEAN, CLIP_STD, OneVisionEncoderImageProcessor
+from ..model.image_processing import OneVisionEncoderImageProcessor
 from ..video import chunk_visible_indices
+from ..video.normalisation import normalise
 from .data import ManifestError, Sample
 
 VIDEO_MODES = ("codec", "sampling", "collage")
@@ -56,13 +57,6 @@ class HeadBatch:
 def pad_labels(labels: list[tuple[int, ...]]) -> torch.Tensor:
     width = max(len(row) for row in labels)
     return torch.tensor([list(row) + [-1] * (width - len(row)) for row in labels], dtype=torch.long)
-
-
-def normalise(array: np.ndarray) -> torch.Tensor:
-    """uint8 ``[..., H, W, 3]`` -> CLIP-normalised float ``[3, ..., H, W]``."""
-    pixels = torch.from_numpy(np.array(array, dtype=np.uint8)).float().div_(255)
-    pixels = (pixels - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
-    return pixels.movedim(-1, 0)
 
 
 def random_resized_crop(
