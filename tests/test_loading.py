@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
-from onevision_encoder import CheckpointMismatchError, OneVisionEncoderModel
+from onevision_encoder import CheckpointMismatchError, OneVisionEncoderConfig, OneVisionEncoderModel
 from onevision_encoder.model import DamagedCheckpointError
 
 
@@ -55,6 +55,52 @@ def test_strict_false_loads_and_reports(parity_dir, tmp_path):
     model, info = OneVisionEncoderModel.from_pretrained(folder, strict=False, output_loading_info=True)
     assert info["missing_keys"] and "encoder.layers.1.mlp.fc2.bias" in set(info["missing_keys"])
     assert isinstance(model, OneVisionEncoderModel)
+
+
+def test_mis_shaped_weights_are_re_initialised_only_when_asked(parity_dir, tmp_path):
+    change, _ = CHANGES["mis-shaped"]
+    folder = altered_checkpoint(parity_dir / "tiny", tmp_path, change)
+    message = r"mis-shaped weights: layernorm_pre\.weight\b.*; pass ignore_mismatched_sizes=True to re-initialise"
+    with pytest.raises(CheckpointMismatchError, match=message):  # strict=False is about missing and unexpected ones
+        OneVisionEncoderModel.from_pretrained(folder, strict=False)
+    model, info = OneVisionEncoderModel.from_pretrained(folder, ignore_mismatched_sizes=True, output_loading_info=True)
+    # transformers 5 reports (key, checkpoint shape, model shape), 4.57 the key alone.
+    mismatched = [entry if isinstance(entry, str) else entry[0] for entry in info["mismatched_keys"]]
+    assert mismatched == ["layernorm_pre.weight"]
+    assert torch.equal(model.layernorm_pre.weight, torch.ones(128))  # re-initialised as _init_weights does
+    checkpoint = load_file(folder / "model.safetensors")
+    for key, value in model.state_dict().items():
+        if key != "layernorm_pre.weight":
+            assert torch.equal(value, checkpoint[key]), key
+    # Asking for mis-shaped weights to be re-initialised leaves the other checks on.
+    weights = load_file(folder / "model.safetensors")
+    weights.pop("encoder.layers.1.mlp.fc2.bias")
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(
+        CheckpointMismatchError, match=r"missing weights: encoder\.layers\.1\.mlp\.fc2\.bias\); pass strict"
+    ):
+        OneVisionEncoderModel.from_pretrained(folder, ignore_mismatched_sizes=True)
+
+
+def test_weights_from_a_state_dict_without_a_checkpoint(parity_dir):
+    config = OneVisionEncoderConfig.from_pretrained(parity_dir / "tiny")
+    weights = load_file(parity_dir / "tiny" / "model.safetensors")
+    model = OneVisionEncoderModel.from_pretrained(None, config=config, state_dict=weights)
+    assert all(torch.equal(value, weights[key]) for key, value in model.state_dict().items())
+    partial = {key: value for key, value in weights.items() if not key.startswith("head.")}
+    with pytest.raises(
+        CheckpointMismatchError, match=r"checkpoint the state_dict does not fit .*missing weights: head\."
+    ):
+        OneVisionEncoderModel.from_pretrained(None, config=config, state_dict=partial)
+    model, info = OneVisionEncoderModel.from_pretrained(
+        None, config=config, state_dict=partial, strict=False, output_loading_info=True
+    )
+    assert set(info["missing_keys"]) == set(weights) - set(partial)
+    # The missing weights are initialised as _init_weights does for a new model.
+    assert torch.equal(model.head.norm.weight, torch.ones(128))
+    assert torch.equal(model.head.attention.in_proj_bias, torch.zeros(3 * 128))
+    assert 0.01 < model.head.probe.std() < 0.03  # normal with initializer_range 0.02
+    assert torch.equal(model.layernorm_pre.weight, weights["layernorm_pre.weight"])
 
 
 def test_headless_weights_into_a_model_with_head_are_refused(parity_dir, tmp_path):

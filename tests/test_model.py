@@ -1,10 +1,18 @@
 """Forward-pass behaviour beyond the golden cases: backends, dtypes, paths, long clips, errors."""
 
+import copy
+import logging
+
 import pytest
 import torch
+import transformers.modeling_utils
 from conftest import tiny_config
 from safetensors.torch import load_file
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 from transformers import AutoModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.logging import warning_once
 
 from onevision_encoder import (
     OneVisionEncoderConfig,
@@ -131,9 +139,52 @@ def test_output_attentions_with_eager():
     torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, 2, 6))
 
 
-def test_output_attentions_refused_by_sdpa(tiny_model):
-    with pytest.raises(ValueError, match="output_attentions=True needs attn_implementation='eager'"):
-        tiny_model(torch.randn(1, 3, 28, 28), output_attentions=True)
+def test_output_attentions_under_sdpa_computes_that_call_with_eager_and_warns_once(tiny_model, caplog):
+    x = torch.randn(2, 3, 28, 42)
+    eager = run(with_backend(copy.deepcopy(tiny_model), "eager"), x, output_attentions=True)
+    warning_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="onevision_encoder"):
+        first = run(tiny_model, x, output_attentions=True)
+        second = run(tiny_model, x, output_attentions=True)
+    warnings = [r.getMessage() for r in caplog.records if "output_attentions=True" in r.getMessage()]
+    assert len(warnings) == 1 and "sdpa attention backend does not return attention weights" in warnings[0]
+    assert "computed with eager" in warnings[0] and "set_attn_implementation('eager')" in warnings[0]
+    assert tiny_model.config._attn_implementation == "sdpa"  # the backend itself is unchanged
+    for got in (first, second):
+        assert len(got.attentions) == 2
+        for weights, expected in zip(got.attentions, eager.attentions, strict=True):
+            torch.testing.assert_close(weights, expected)
+        torch.testing.assert_close(got.last_hidden_state, run(tiny_model, x).last_hidden_state, atol=1e-5, rtol=0)
+
+
+def test_set_attn_implementation_switches_the_backend_both_ways(tiny_model, monkeypatch):
+    calls = []
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(1)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", counting_sdpa)  # the blocks look it up at every call
+    x = torch.randn(2, 3, 28, 42)
+    expected = run(tiny_model, x).last_hidden_state
+    assert len(calls) == 2  # one per block
+    tiny_model.set_attn_implementation("eager")
+    assert tiny_model.config._attn_implementation == "eager"
+    eager = run(tiny_model, x, output_attentions=True)
+    assert len(calls) == 2 and all(w is not None for w in eager.attentions)
+    torch.testing.assert_close(eager.last_hidden_state, expected, atol=1e-5, rtol=0)
+    tiny_model.set_attn_implementation("sdpa")
+    assert tiny_model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(run(tiny_model, x).last_hidden_state, expected)
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("name", ["flex_attention", "paged|eager", "foo"])
+def test_set_attn_implementation_refuses_what_cannot_run_this_model(tiny_model, name):
+    with pytest.raises(ValueError, match="not support"):
+        tiny_model.set_attn_implementation(name)
+    assert tiny_model.config._attn_implementation == "sdpa"
 
 
 def test_return_dict_false_gives_a_tuple(tiny_model):
@@ -174,20 +225,53 @@ def test_save_pretrained_round_trip(tmp_path, tiny_model):
     torch.testing.assert_close(run(reloaded, x).pooler_output, run(tiny_model, x).pooler_output, atol=1e-6, rtol=0)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def checkpoint_spy(monkeypatch):
+    """Records the keyword arguments of every torch checkpoint call that transformers' checkpointing makes."""
+    calls = []
+
+    def spy(function, *args, **kwargs):
+        calls.append(kwargs)
+        return torch_checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.modeling_utils, "checkpoint", spy)
+    return calls
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_gradient_checkpointing_checkpoints_every_block_with_its_options(monkeypatch, use_reentrant):
     torch.manual_seed(0)
     model = OneVisionEncoderModel(tiny_config()).train()
+    assert all(isinstance(layer, GradientCheckpointingLayer) for layer in model.encoder.layers)
     x = clip(frames=2)
     model(x).pooler_output.square().sum().backward()
     expected = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    # transformers 5 renamed the switch; 4.57 only has the old name.
+    calls = checkpoint_spy(monkeypatch)
+    # transformers 5 renamed the switch (the old name warns); 4.57 only has the old one.
     enable = getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)
-    enable()
-    assert model.encoder.gradient_checkpointing
+    enable({"use_reentrant": use_reentrant})
+    assert all(layer.gradient_checkpointing for layer in model.encoder.layers)
     model(x).pooler_output.square().sum().backward()
+    assert calls == [{"use_reentrant": use_reentrant}] * 2  # each of the 2 blocks, with the options given
     for p, g in zip(model.parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        model.eval()(x)
+    assert len(calls) == 2  # nothing is checkpointed in evaluation
+    getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
+    model.train()(x).pooler_output.sum().backward()
+    assert len(calls) == 2
+
+
+def test_gradient_checkpointing_every_n_layers(monkeypatch):
+    model = OneVisionEncoderModel(tiny_config(num_hidden_layers=4)).train()
+    if not hasattr(model, "activation_checkpointing_enable"):
+        pytest.skip("transformers 4.57 checkpoints every layer: it has no every_n_layers")
+    calls = checkpoint_spy(monkeypatch)
+    model.activation_checkpointing_enable(every_n_layers=2)
+    assert [layer.gradient_checkpointing for layer in model.encoder.layers] == [True, False, True, False]
+    model(clip(frames=1)).pooler_output.sum().backward()
+    assert len(calls) == 2
 
 
 def test_presets():
@@ -210,12 +294,17 @@ def test_unknown_backend_is_refused(tiny_model):
         with_backend(tiny_model, "flex_attention")(torch.randn(1, 3, 28, 28))
 
 
-def test_flash_attention_without_the_package_raises(monkeypatch, parity_dir):
+def test_flash_attention_without_the_package_raises(monkeypatch, parity_dir, tiny_model):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
     with pytest.raises(ImportError, match=r"(?i)flash"):
         OneVisionEncoderModel.from_pretrained(parity_dir / "tiny", attn_implementation="flash_attention_2")
+    with pytest.raises(ImportError, match=r"(?i)flash"):
+        tiny_model.set_attn_implementation("flash_attention_2")
+    assert tiny_model.config._attn_implementation == "sdpa"
     with pytest.raises(ImportError, match="flash-attn"):
         check_attention_backend("flash_attention_2")
+    with pytest.raises(ImportError, match="flash-attn"):  # set on the config directly: refused at the forward
+        with_backend(tiny_model, "flash_attention_2")(torch.randn(1, 3, 28, 28), output_attentions=True)
 
 
 def test_flash_attention_refuses_cpu_and_float32(monkeypatch):

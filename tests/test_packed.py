@@ -1,10 +1,15 @@
 """Packed (varlen) and padded batches of mixed samples, and the LMM vision-tower helper."""
 
+import itertools
+
 import pytest
 import torch
 from conftest import tiny_config
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from onevision_encoder import OneVisionEncoderModel, TokenLayout, vision_tower_features
+from onevision_encoder.model import modeling
+from onevision_encoder.model.modeling import eager_attention_forward
 
 
 def mixed_samples():
@@ -54,6 +59,38 @@ def test_one_call_equals_each_sample_alone(layout, backend, use_head):
         torch.testing.assert_close(out.pooler_output, torch.cat([e.pooler_output for e in expected]), atol=1e-5, rtol=0)
     else:
         assert out.pooler_output is None
+
+
+def test_packed_flash_attention_gets_one_row_cut_by_cu_seqlens(monkeypatch):
+    """flash-attn runs on CUDA only: a stand-in registered under its name in transformers' attention functions
+    (each segment attended alone, with eager) checks what the packed path hands transformers' varlen call."""
+    calls = []
+
+    def varlen_stand_in(module, query, key, value, attention_mask, dropout, scaling, is_causal, **varlen):
+        calls.append({**varlen, "shape": tuple(query.shape), "mask": attention_mask, "is_causal": is_causal})
+        bounds = varlen["cu_seq_lens_q"].tolist()
+        pieces = [
+            eager_attention_forward(module, *(t[:, :, a:b] for t in (query, key, value)), None, scaling)[0]
+            for a, b in itertools.pairwise(bounds)
+        ]
+        return torch.cat(pieces, dim=1), None
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "flash_attention_2", varlen_stand_in)
+    monkeypatch.setattr(modeling, "check_attention_backend", lambda name, *device_and_dtype: name)
+    samples = mixed_samples()
+    with torch.no_grad():
+        expected = make_model("eager", True).forward_packed(samples)
+        out = make_model("flash_attention_2", True).forward_packed(samples)
+    assert len(calls) == 2  # one call per block over all 49 tokens, no per-length groups
+    for call in calls:
+        assert call["shape"] == (1, 2, 49, 64) and call["mask"] is None and call["is_causal"] is False
+        assert call["cu_seq_lens_q"].tolist() == call["cu_seq_lens_k"].tolist() == [0, 6, 22, 27, 33, 41, 49]
+        assert call["cu_seq_lens_q"].dtype == torch.int32
+        assert call["max_length_q"] == call["max_length_k"] == 16
+    torch.testing.assert_close(out.last_hidden_state, expected.last_hidden_state, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.pooler_output, expected.pooler_output, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="takes packed sequences, not padded ones"):
+        make_model("flash_attention_2", True).forward_packed(samples, layout="padded")
 
 
 def test_gradients_flow_through_the_packed_path():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,16 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, logging
 
 from ..video.grid import check_visible_indices, indices_to_positions
 from .configuration import OneVisionEncoderConfig
 from .loading import check_hub, damaged_weights_error
+
+logger = logging.get_logger(__name__)
 
 ATTENTION_BACKENDS = ("sdpa", "eager", "flash_attention_2")
 
@@ -202,31 +207,33 @@ class TokenLayout:
         return max(self.lengths)
 
 
-def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    backend: str,
-    scale: float,
-    dropout: float,
-    key_mask: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Attention over ``[B, heads, N, head_dim]``; ``key_mask [B, N]`` (True = real token) hides padding."""
-    if backend == "eager":
-        scores = (q @ k.transpose(-1, -2)) * scale
-        if key_mask is not None:
-            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-        weights = scores.float().softmax(dim=-1).to(q.dtype)
-        return F.dropout(weights, p=dropout, training=dropout > 0) @ v, weights
-    if backend == "sdpa":
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale), None
-    from flash_attn import flash_attn_func
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention over ``[B, heads, N, head_dim]``, called as transformers calls its attention functions.
 
-    out = flash_attn_func(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, softmax_scale=scale
-    )
-    return out.transpose(1, 2), None
+    ``attention_mask [B, 1, 1, N]`` (True = real token) hides padding. Returns ``[B, N, heads, head_dim]`` and the
+    weights ``[B, heads, N, N]``.
+    """
+    scores = (query @ key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    weights = scores.float().softmax(dim=-1).to(query.dtype)
+    out = F.dropout(weights, p=dropout, training=dropout > 0) @ value
+    return out.transpose(1, 2).contiguous(), weights
+
+
+def attention_function(backend: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+    """The function of a backend that :func:`check_attention_backend` accepted: ours for eager, otherwise the one
+    registered in transformers' ``ALL_ATTENTION_FUNCTIONS`` (looked up at each call, so re-registering applies)."""
+    return eager_attention_forward if backend == "eager" else ALL_ATTENTION_FUNCTIONS[backend]
 
 
 class OneVisionEncoderAttention(nn.Module):
@@ -236,6 +243,7 @@ class OneVisionEncoderAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scale = self.head_dim**-0.5
+        self.is_causal = False  # transformers' attention functions read it
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -249,22 +257,28 @@ class OneVisionEncoderAttention(nn.Module):
         output_attentions: bool = False,
         layout: TokenLayout | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Self-attention with the backend of ``config._attn_implementation``, read at every call.
+
+        ``output_attentions=True`` computes this call with eager, the only backend that returns the weights
+        (:meth:`OneVisionEncoderModel.forward` warns when that is not the configured backend).
+        """
         dropout = self.config.attention_dropout if self.training else 0.0
         backend = check_attention_backend(self.config._attn_implementation, hidden_states.device, hidden_states.dtype)
         if layout is not None and not layout.padded:
             return self.out_proj(self._packed(hidden_states, cos, sin, layout, backend, dropout)), None
+        if backend == "flash_attention_2" and layout is not None:
+            raise ValueError(
+                "flash_attention_2 takes packed sequences, not padded ones: use forward_packed(layout='packed')"
+            )
         batch, length, _ = hidden_states.shape
         split = (batch, length, self.num_heads, self.head_dim)
         q = apply_rotary(self.q_proj(hidden_states).view(split).transpose(1, 2), cos, sin)
         k = apply_rotary(self.k_proj(hidden_states).view(split).transpose(1, 2), cos, sin)
         v = self.v_proj(hidden_states).view(split).transpose(1, 2)
-        if backend == "flash_attention_2" and layout is not None:
-            raise ValueError(
-                "flash_attention_2 takes packed sequences, not padded ones: use forward_packed(layout='packed')"
-            )
-        out, weights = attend(q, k, v, backend, self.scale, dropout, None if layout is None else layout.valid)
-        out = out.transpose(1, 2).reshape(batch, length, -1)
-        return self.out_proj(out), (weights if output_attentions else None)
+        mask = None if layout is None else layout.valid[:, None, None, :]
+        attention = attention_function("eager" if output_attentions else backend)
+        out, weights = attention(self, q, k, v, mask, dropout=dropout, scaling=self.scale, is_causal=False)
+        return self.out_proj(out.reshape(batch, length, -1)), (weights if output_attentions else None)
 
     def _packed(
         self,
@@ -280,12 +294,21 @@ class OneVisionEncoderAttention(nn.Module):
         q = apply_rotary(self.q_proj(hidden).view(split), cos, sin)
         k = apply_rotary(self.k_proj(hidden).view(split), cos, sin)
         v = self.v_proj(hidden).view(split)
+        attention = attention_function(backend)
         if backend == "flash_attention_2":
-            from flash_attn import flash_attn_varlen_func
-
+            # One batch row of all the tokens, cut by cu_seqlens: transformers calls flash-attn's varlen kernel.
             cu = layout.cu_seqlens.to(hidden.device, torch.int32)
-            out = flash_attn_varlen_func(
-                q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen, dropout_p=dropout, softmax_scale=self.scale
+            out, _ = attention(
+                self,
+                *(t.transpose(0, 1)[None] for t in (q, k, v)),
+                None,
+                dropout=dropout,
+                scaling=self.scale,
+                is_causal=False,
+                cu_seq_lens_q=cu,
+                cu_seq_lens_k=cu,
+                max_length_q=layout.max_seqlen,
+                max_length_k=layout.max_seqlen,
             )
             return out.reshape(hidden.shape[0], -1)
         out = torch.empty_like(q)
@@ -293,8 +316,8 @@ class OneVisionEncoderAttention(nn.Module):
             # Samples of equal length attend as one dense batch: exact, and no mask is ever built.
             shape = (len(members), -1, self.num_heads, self.head_dim)
             grouped = [t[rows].view(shape).transpose(1, 2) for t in (q, k, v)]
-            result, _ = attend(*grouped, backend, self.scale, dropout)
-            out[rows] = result.transpose(1, 2).reshape(-1, self.num_heads, self.head_dim)
+            result, _ = attention(self, *grouped, None, dropout=dropout, scaling=self.scale, is_causal=False)
+            out[rows] = result.reshape(-1, self.num_heads, self.head_dim)
         return out.reshape(hidden.shape[0], -1)
 
 
@@ -309,8 +332,11 @@ class OneVisionEncoderMLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class OneVisionEncoderLayer(nn.Module):
-    """Pre-norm transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``."""
+class OneVisionEncoderLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``.
+
+    Activation checkpointing (``gradient_checkpointing_enable`` and its options) checkpoints each block.
+    """
 
     def __init__(self, config: OneVisionEncoderConfig) -> None:
         super().__init__()
@@ -337,7 +363,6 @@ class OneVisionEncoderEncoder(nn.Module):
     def __init__(self, config: OneVisionEncoderConfig) -> None:
         super().__init__()
         self.layers = nn.ModuleList(OneVisionEncoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.gradient_checkpointing = False
 
     def forward(
         self,
@@ -351,12 +376,8 @@ class OneVisionEncoderEncoder(nn.Module):
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                hidden_states, weights = self._gradient_checkpointing_func(
-                    layer.__call__, hidden_states, cos, sin, output_attentions, layout
-                )
-            else:
-                hidden_states, weights = layer(hidden_states, cos, sin, output_attentions, layout)
+            # The tensors positional: a checkpointed layer (use_reentrant=True) passes gradients through those only.
+            hidden_states, weights = layer(hidden_states, cos, sin, output_attentions=output_attentions, layout=layout)
             if all_hidden is not None:
                 all_hidden.append(hidden_states)
             if all_attentions is not None:
@@ -400,7 +421,19 @@ class OneVisionEncoderPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["OneVisionEncoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
-    _supports_flash_attn_2 = True
+    # Not a serving backend (vLLM, TGI): forward takes no attention kwargs and only ATTENTION_BACKENDS run.
+    _supports_attention_backend = False
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses this by searching the module's source for its own dispatch idiom (a different one in
+        # 4.57 and 5.x); here every attention call looks its backend up from config._attn_implementation.
+        return True
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """transformers' check of a requested backend (``None`` is sdpa), then ours: only ``ATTENTION_BACKENDS``."""
+        backend = super().get_correct_attn_implementation(requested_attention, is_init_check)
+        return check_attention_backend(backend)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -420,45 +453,60 @@ class OneVisionEncoderPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.probe, mean=0.0, std=std)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike[str] | None, *args: Any, **kwargs: Any
+    ) -> Any:
         """``PreTrainedModel.from_pretrained`` that refuses checkpoints whose weights do not fit.
 
-        Missing, unexpected and mis-shaped weights raise :class:`CheckpointMismatchError` naming them
-        (transformers only logs the first two). Pass ``strict=False`` to load anyway. A damaged weights
-        file raises :class:`DamagedCheckpointError` naming it; a hub id while the Hub cannot be reached
-        loads from the local cache, or raises :class:`HubUnreachableError` within seconds.
+        Missing and unexpected weights raise :class:`CheckpointMismatchError` naming them (transformers only
+        logs them); ``strict=False`` loads anyway. Mis-shaped weights raise it too, whatever ``strict``, unless
+        ``ignore_mismatched_sizes=True`` asks for them to be re-initialised. ``None`` with ``config=`` and
+        ``state_dict=`` loads those weights, checked the same way. A damaged weights file raises
+        :class:`DamagedCheckpointError` naming it; a hub id while the Hub cannot be reached loads from the local
+        cache, or raises :class:`HubUnreachableError` within seconds.
         """
-        location = os.fspath(pretrained_model_name_or_path)
-        folder = os.path.isdir(os.path.expanduser(location))
-        if location.startswith((".", os.sep, "~")) and not folder:
-            raise FileNotFoundError(f"{location}: no such checkpoint folder")
-        if not folder:  # a hub id: one short request first, so an unreachable Hub fails in seconds
-            kwargs = check_hub(location, kwargs)
         strict = kwargs.pop("strict", True)
         want_info = kwargs.pop("output_loading_info", False)
-        # Mis-shaped weights are collected (and reported below by name) rather than raised anonymously.
-        kwargs.setdefault("ignore_mismatched_sizes", True)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        reinitialise_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
+        # transformers then collects the mis-shaped weights (named below) instead of raising without their names.
+        checked = {"output_loading_info": True, "ignore_mismatched_sizes": True}
+        if pretrained_model_name_or_path is None:  # weights from state_dict=: no folder, hub id or file to read
+            model, info = super().from_pretrained(None, *args, **checked, **kwargs)
+        else:
+            location = os.fspath(pretrained_model_name_or_path)
+            folder = os.path.isdir(os.path.expanduser(location))
+            if location.startswith((".", os.sep, "~")) and not folder:
+                raise FileNotFoundError(f"{location}: no such checkpoint folder")
+            if not folder:  # a hub id: one short request first, so an unreachable Hub fails in seconds
+                kwargs = check_hub(location, kwargs)
+            try:
+                model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **checked, **kwargs)
+            except SafetensorError as error:
+                raise damaged_weights_error(location, kwargs, error) from error
+        refused = [
+            (field, label, remedy)
+            for field, label, remedy, allowed in (
+                ("missing_keys", "missing weights", "strict=False to load it anyway", not strict),
+                ("unexpected_keys", "unexpected weights", "strict=False to load it anyway", not strict),
+                (
+                    "mismatched_keys",
+                    "mis-shaped weights",
+                    "ignore_mismatched_sizes=True to re-initialise the mis-shaped weights",
+                    reinitialise_mismatched,
+                ),
             )
-        except SafetensorError as error:
-            raise damaged_weights_error(location, kwargs, error) from error
-        if strict:
-            problems = [
+            if info.get(field) and not allowed
+        ]
+        if refused:
+            problems = "; ".join(
                 f"{label}: {', '.join(sorted(_describe_key(key) for key in info[field]))}"
-                for field, label in (
-                    ("missing_keys", "missing weights"),
-                    ("unexpected_keys", "unexpected weights"),
-                    ("mismatched_keys", "mis-shaped weights"),
-                )
-                if info.get(field)
-            ]
-            if problems:
-                raise CheckpointMismatchError(
-                    f"checkpoint {pretrained_model_name_or_path} does not fit {cls.__name__} "
-                    f"({'; '.join(problems)}); pass strict=False to load it anyway"
-                )
+                for field, label, _ in refused
+            )
+            remedies = " or ".join(dict.fromkeys(remedy for _, _, remedy in refused))
+            source = "the state_dict" if pretrained_model_name_or_path is None else pretrained_model_name_or_path
+            raise CheckpointMismatchError(
+                f"checkpoint {source} does not fit {cls.__name__} ({problems}); pass {remedies}"
+            )
         return (model, info) if want_info else model
 
 
@@ -481,6 +529,10 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
     only place them (chunks on the virtual grid, pre-gathered mosaics). ``patch_positions``
     ``[B, N, 3]`` gives (t, h, w) rotary positions directly.
     """
+
+    # A video classifier's folder holds the encoder and its attentive-probe head (``probe.*``): loaded as the
+    # encoder, the head is left out, as transformers' base models leave out their task heads.
+    _keys_to_ignore_on_load_unexpected = [r"^probe\."]
 
     def __init__(self, config: OneVisionEncoderConfig) -> None:
         super().__init__(config)
@@ -512,11 +564,13 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = config.return_dict if return_dict is None else return_dict
-        if output_attentions and check_attention_backend(config._attn_implementation) != "eager":
-            raise ValueError(
-                f"output_attentions=True needs attn_implementation='eager'; this model uses "
-                f"{check_attention_backend(config._attn_implementation)!r} (pass attn_implementation='eager' "
-                "to from_pretrained, or call model.set_attn_implementation('eager'))"
+        backend = check_attention_backend(config._attn_implementation)
+        if output_attentions and backend != "eager":
+            logger.warning_once(
+                f"output_attentions=True: the {backend} attention backend does not return attention weights, so "
+                "attention is computed with eager for such calls (the same outputs, with more time and memory); "
+                "load with attn_implementation='eager' or call model.set_attn_implementation('eager') to make it "
+                "the backend"
             )
 
         hidden_states, positions = self.embed_inputs(pixel_values, visible_indices, patch_positions)
