@@ -55,11 +55,107 @@ def test_array_tensor_and_pil_inputs_agree():
     assert processor(images=grey)["pixel_values"].shape == (1, 3, 448, 448)
 
 
-def test_non_uint8_arrays_are_refused():
-    with pytest.raises(ValueError, match="must be uint8"):
-        OneVisionEncoderImageProcessor()(images=np.zeros((32, 32, 3), dtype=np.float32))
+def test_bad_pixels_are_refused_by_name():
+    with pytest.raises(ValueError, match="must hold 0-255"):
+        OneVisionEncoderImageProcessor()(images=np.full((32, 32, 3), 300, dtype=np.int32))
+    with pytest.raises(ValueError, match="NaN"):
+        OneVisionEncoderImageProcessor()(images=np.full((32, 32, 3), np.nan, dtype=np.float32))
     with pytest.raises(TypeError, match="expected a PIL image"):
         OneVisionEncoderImageProcessor()(images=["not an image"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]},
+        {"image_mean": 0.0, "image_std": 1.0},
+        {"do_normalize": False},
+        {"size": {"shortest_edge": 64}, "crop_size": {"height": 56, "width": 42}},
+        {"size": 64, "crop_size": 56},
+        {"do_resize": False},
+        {"do_center_crop": False, "size": {"shortest_edge": 56}},
+        {"do_rescale": False},
+        {"rescale_factor": 1 / 127.5},
+        {"resample": Image.Resampling.NEAREST},
+        {"mode": "native", "max_pixels": 112 * 112},
+    ],
+    ids=lambda override: ",".join(override),
+)
+def test_standard_arguments_per_call_equal_the_same_attributes(override):
+    image = random_image(120, 90, seed=5)
+    per_call = OneVisionEncoderImageProcessor()(images=image, **override)["pixel_values"]
+    configured = OneVisionEncoderImageProcessor(**override)(images=image)["pixel_values"]
+    torch.testing.assert_close(per_call, configured, atol=0, rtol=0)
+    default = OneVisionEncoderImageProcessor()(images=image)["pixel_values"]
+    assert per_call.shape != default.shape or not torch.equal(per_call, default)
+
+
+def test_per_call_arguments_do_what_they_say():
+    image = random_image(120, 90, seed=6)
+    array = np.asarray(image)
+    processor = OneVisionEncoderImageProcessor()
+    plain = processor(images=image, do_resize=False, do_center_crop=False, do_normalize=False)["pixel_values"]
+    torch.testing.assert_close(plain[0].permute(1, 2, 0), torch.from_numpy(array / 255).float(), atol=1e-6, rtol=0)
+    raw = processor(images=image, do_resize=False, do_center_crop=False, do_rescale=False, do_normalize=False)
+    assert torch.equal(raw["pixel_values"][0].permute(1, 2, 0), torch.from_numpy(array).float())
+    shifted = processor(images=image, image_mean=0.5, image_std=0.5)["pixel_values"]
+    unnormalised = processor(images=image, do_normalize=False)["pixel_values"]
+    torch.testing.assert_close(shifted, (unnormalised - 0.5) / 0.5)
+    assert processor(images=image, size=32, crop_size=28)["pixel_values"].shape == (1, 3, 28, 28)
+    last = processor(images=image, data_format="channels_last")["pixel_values"]
+    torch.testing.assert_close(last, processor(images=image)["pixel_values"].permute(0, 2, 3, 1))
+    chw = processor(images=array.transpose(2, 0, 1), input_data_format="channels_first")["pixel_values"]
+    torch.testing.assert_close(chw, processor(images=image)["pixel_values"])
+
+
+def test_unknown_arguments_raise_type_error():
+    with pytest.raises(TypeError, match="unexpected arguments: \\['image_meen'\\]"):
+        OneVisionEncoderImageProcessor()(images=random_image(32, 32), image_meen=0.5)
+
+
+def test_return_tensors_none_gives_lists_of_arrays():
+    images = [random_image(64, 48, seed=s) for s in range(2)]
+    processor = OneVisionEncoderImageProcessor(size=28, crop_size=28)
+    out = processor(images=images, return_tensors=None)["pixel_values"]
+    assert isinstance(out, list) and len(out) == 2 and all(isinstance(a, np.ndarray) for a in out)
+    stacked = processor(images=images, return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(np.stack(out), stacked)
+    torch.testing.assert_close(processor(images=images)["pixel_values"], torch.from_numpy(stacked))
+
+
+def test_float_images_in_unit_range_are_not_rescaled_again(caplog):
+    image = random_image(140, 112, seed=7)  # native size: no resampling, so float and uint8 agree exactly
+    processor = OneVisionEncoderImageProcessor()
+    expected = processor(images=image, mode="native")["pixel_values"]
+    as_float = np.asarray(image, dtype=np.float32) / 255
+    with caplog.at_level("WARNING"):
+        got = processor(images=as_float, mode="native")["pixel_values"]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert "already rescaled" in caplog.text
+    silent = processor(images=as_float, mode="native", do_rescale=False)["pixel_values"]
+    torch.testing.assert_close(silent, expected, atol=1e-5, rtol=0)
+    # Floats in 0-255 are rescaled like uint8.
+    torch.testing.assert_close(
+        processor(images=as_float * 255, mode="native")["pixel_values"], expected, atol=1e-5, rtol=0
+    )
+
+
+def test_rgba_is_composited_onto_white_or_kept_with_do_convert_rgb_false():
+    rgb = np.asarray(random_image(56, 56, seed=8))
+    alpha = np.zeros((56, 56, 1), dtype=np.uint8)
+    alpha[:, 28:] = 255
+    rgba = np.concatenate([rgb, alpha], axis=-1)
+    processor = OneVisionEncoderImageProcessor(mode="native", min_pixels=1, do_normalize=False)
+    out = processor(images=rgba)["pixel_values"][0]
+    assert out.shape == (3, 56, 56)
+    torch.testing.assert_close(out[:, :, :28], torch.ones(3, 56, 28))  # transparent: white
+    torch.testing.assert_close(out[:, :, 28:], torch.from_numpy(rgb[:, 28:] / 255).permute(2, 0, 1).float())
+    from_pil = processor(images=Image.fromarray(rgba, mode="RGBA"))["pixel_values"][0]
+    torch.testing.assert_close(from_pil, out)
+    kept = processor(images=rgba, do_convert_rgb=False, image_mean=[0] * 4, image_std=[1] * 4)["pixel_values"][0]
+    assert kept.shape == (4, 56, 56)
+    with pytest.raises(ValueError, match="image_mean has 3 values but the image has 4 channels"):
+        OneVisionEncoderImageProcessor()(images=rgba, do_convert_rgb=False)
 
 
 @pytest.mark.parametrize(

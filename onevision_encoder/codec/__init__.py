@@ -15,7 +15,9 @@ from .options import PRESETS, OptionError, Preset, SelectionOptions
 # Public name -> the module that defines it, imported on first use.
 _LAZY = {
     "CodecSelection": ".result",
+    "VideoFrames": ".reader",
     "compute_codec_visible_indices": ".select",
+    "read_video_frames": ".reader",
     "select_patches": ".select",
 }
 
@@ -29,8 +31,10 @@ __all__ = [
     "SelectionError",
     "SelectionOptions",
     "VideoError",
+    "VideoFrames",
     "VideoNotFoundError",
     "compute_codec_visible_indices",
+    "read_video_frames",
     "select_patches",
 ]
 

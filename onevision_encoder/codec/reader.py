@@ -399,6 +399,55 @@ def read_sampled_frames(
         return frame_ids, _upright_frames(reader, frame_ids)
 
 
+@dataclass
+class VideoFrames:
+    """Frames read from a video: RGB uint8 ``frames [T, H, W, 3]`` (upright), the ``frame_ids [T]`` they
+    were read at, and the video's :class:`VideoInfo`."""
+
+    frames: np.ndarray
+    frame_ids: np.ndarray
+    info: VideoInfo
+
+
+def read_video_frames(
+    path: str | os.PathLike[str],
+    num_frames: int | None = None,
+    frame_range: tuple[int, int] | None = None,
+    fps: float | None = None,
+    allow_truncated: bool = False,
+) -> VideoFrames:
+    """Read ``num_frames`` frames spread uniformly over a video (``floor(linspace(0, N - 1, T))``, the
+    frames :func:`select_patches` scores; frames repeat when the video is shorter), opening it once and
+    decoding only what they need.
+
+    ``frame_range`` ``(start, end)`` (frame indices, end excluded) reads from that clip instead; ``fps``
+    (instead of ``num_frames``) reads that many frames per second of it; with neither, every frame of
+    the clip is read. Raises the :class:`~onevision_encoder.codec.VideoError` subclasses for missing,
+    unreadable or corrupt files, and ``ValueError`` naming the file for a request the video cannot meet.
+    """
+    if num_frames is not None and fps is not None:
+        raise ValueError("num_frames and fps are exclusive: pass one of them")
+    with VideoReader(path, allow_truncated) as reader:
+        info = reader.info
+        try:
+            start, end = (0, info.num_frames) if frame_range is None else (int(frame_range[0]), int(frame_range[1]))
+            if fps is not None:
+                if not info.fps:
+                    raise ValueError("the video declares no frame rate, so fps cannot be sampled; pass num_frames")
+                if not fps > 0:
+                    raise ValueError(f"fps must be > 0, got {fps}")
+                num_frames = max(1, int((end - start) / info.fps * fps))
+            frame_ids = sample_frame_ids(
+                # An empty or reversed range is reported as such (by the range check), not as a count.
+                info.num_frames,
+                max(end - start, 1) if num_frames is None else num_frames,
+                (start, end),
+            )
+        except ValueError as error:
+            raise ValueError(f"{reader.path}: {error}") from None
+        return VideoFrames(np.stack(_upright_frames(reader, frame_ids)), frame_ids, info)
+
+
 def _upright_frames(reader: VideoReader, frame_ids: np.ndarray) -> list[np.ndarray]:
     turns = reader.info.rotation // 90
     frames = {
