@@ -21,19 +21,37 @@ MODEL_PACKAGE = "onevision_encoder.model"
 
 
 def register() -> None:
-    """Register the config, model and image processor with transformers' Auto classes (idempotent).
+    """Register the config, the models (encoder, video classifier) and the image processor with transformers'
+    Auto classes (idempotent).
 
     Called by the model package once its classes exist.
     """
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForVideoClassification
+    from transformers.utils import is_torchvision_available
 
-    from .model import OneVisionEncoderConfig, OneVisionEncoderImageProcessor, OneVisionEncoderModel
+    from .model import (
+        OneVisionEncoderConfig,
+        OneVisionEncoderForVideoClassification,
+        OneVisionEncoderImageProcessor,
+        OneVisionEncoderModel,
+    )
 
     AutoConfig.register(OneVisionEncoderConfig.model_type, OneVisionEncoderConfig, exist_ok=True)
     AutoModel.register(OneVisionEncoderConfig, OneVisionEncoderModel, exist_ok=True)
+    AutoModelForVideoClassification.register(
+        OneVisionEncoderConfig, OneVisionEncoderForVideoClassification, exist_ok=True
+    )
     AutoImageProcessor.register(
         OneVisionEncoderConfig, slow_image_processor_class=OneVisionEncoderImageProcessor, exist_ok=True
     )
+    # The video processor needs torchvision, an optional dependency: without it AutoVideoProcessor stays
+    # unregistered and the class itself raises an ImportError that says what to install.
+    if is_torchvision_available():
+        from transformers import AutoVideoProcessor
+
+        from .model.video_processing import OneVisionEncoderVideoProcessor
+
+        AutoVideoProcessor.register(OneVisionEncoderConfig, OneVisionEncoderVideoProcessor, exist_ok=True)
 
 
 class _RegisterOnLoad(importlib.abc.MetaPathFinder):

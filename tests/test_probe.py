@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from conftest import tiny_config
 
 from onevision_encoder import OneVisionEncoderModel
+from onevision_encoder.cli.main import main
 from onevision_encoder.evaluation import (
     ColorJitter,
     FeatureExtractor,
@@ -171,9 +173,9 @@ def test_views_are_used_one_per_epoch(dataset):
         train_probe([train_features, noise[:5]], labels[0], val_features, labels[1], 3, settings)
 
 
-def run_probe(dataset, out, processes):
+def run_probe(dataset, out, processes, extra=()):
     options = ["--train", dataset / "train.csv", "--val", dataset / "val.csv", "--model", dataset / "model"]
-    options += ["--out", out, "--epochs", "3", "--lr", "1e-3", "--batch-size", "6"]
+    options += ["--out", out, "--epochs", "3", "--lr", "1e-3", "--batch-size", "6", *extra]
     options += ["--jitter-views", "2", "--clips-per-part", "4"]  # parts split between the processes
     if processes == 1:
         command = [str(ONEVISION), "probe"]
@@ -188,7 +190,7 @@ def run_probe(dataset, out, processes):
 
 def test_one_and_two_processes_score_every_clip_once_and_agree(dataset, tmp_path):
     one, one_predictions = run_probe(dataset, tmp_path / "one", 1)
-    two, two_predictions = run_probe(dataset, tmp_path / "two", 2)
+    two, two_predictions = run_probe(dataset, tmp_path / "two", 2, ["--export", tmp_path / "export"])
     assert one["num_val_samples"] == two["num_val_samples"] == 9
     rows = list(csv.DictReader(two_predictions.splitlines()))
     assert len(rows) == 9 and len({row["path"] for row in rows}) == 9
@@ -198,6 +200,15 @@ def test_one_and_two_processes_score_every_clip_once_and_agree(dataset, tmp_path
     for key in ("final_top1", "best_top1", "best_epoch", "num_val_samples"):
         assert key in one
     assert (tmp_path / "one" / "curves.png").stat().st_size > 1000
+    # Process 0 exported the probe that all processes trained alike.
+    from transformers import AutoModelForVideoClassification
+
+    exported = AutoModelForVideoClassification.from_pretrained(tmp_path / "export")
+    spec, clips = FeatureSpec(str(dataset / "model"), "chunk", frames=16), read_list(dataset / "val.csv")
+    val, _ = cached_features(spec, clips, tmp_path / "two" / "cache", name="val", clips_per_part=4)
+    with torch.no_grad():
+        predicted = exported.probe(val[:]).argmax(-1).tolist()
+    assert [exported.config.id2label[i] for i in predicted] == [row["prediction"] for row in rows]
 
 
 @pytest.mark.parametrize(
@@ -285,3 +296,78 @@ def test_colour_jitter_follows_its_operations():
     assert not np.array_equal(view_rng("a", 1).random(3), view_rng("a", 2).random(3))
     with pytest.raises(ValueError, match=r"uint8 frames \[T, H, W, 3\]"):
         ColorJitter()(frames.astype(np.float32), rng)
+
+
+def test_export_writes_the_probe_as_a_video_classifier(dataset, tmp_path):
+    from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+    from onevision_encoder import OneVisionEncoderForVideoClassification
+
+    export = tmp_path / "classifier"
+    # 16 frames: the probe's round(i / 15 * 63) grid positions differ from the model card's floor(...) there.
+    run_probe(dataset, tmp_path / "out", 1, ["--export", export, "--frames", "16"])
+    model = AutoModelForVideoClassification.from_pretrained(export).eval()
+    assert type(model) is OneVisionEncoderForVideoClassification
+    assert model.config.id2label == {0: "class0", 1: "class1", 2: "class2"} and model.config.num_frames == 16
+    assert model.config.label_smoothing == 0.1 and model.config.freeze_backbone
+    assert sorted(p.name for p in export.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "video_preprocessor_config.json",
+    ]
+    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").read_text().splitlines()))
+    spec, clips = FeatureSpec(str(dataset / "model"), "chunk", frames=16), read_list(dataset / "val.csv")
+    val_features, cached = cached_features(spec, clips, tmp_path / "out" / "cache", name="val", clips_per_part=4)
+    assert cached  # the features the probe was scored on
+    with torch.no_grad():
+        probe_logits = model.probe(val_features[:])
+    assert [model.config.id2label[i] for i in probe_logits.argmax(-1).tolist()] == [row["prediction"] for row in rows]
+    # End to end: the saved video processor gives the model the inputs the probe's features came from.
+    processor = AutoVideoProcessor.from_pretrained(export)
+    assert (processor.num_frames, processor.frame_rounding) == (16, "round")  # the probe's grid positions
+    for row, expected in zip(rows, probe_logits, strict=True):
+        with torch.no_grad():
+            logits = model(**processor(videos=str(dataset / row["path"]))).logits[0]
+        torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
+
+
+def test_export_of_a_codec_probe_reproduces_its_features(dataset, tmp_path):
+    from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+    from onevision_encoder.cli.probe_cmd import export_classifier
+    from onevision_encoder.evaluation import AttentiveProbe
+
+    spec = FeatureSpec(str(dataset / "model"), "codec", num_patches=2048)
+    torch.manual_seed(0)
+    probe = AttentiveProbe(64, 3)
+    export_classifier(tmp_path / "codec", spec, probe, ["a", "b", "c"], 0.1)
+    model = AutoModelForVideoClassification.from_pretrained(tmp_path / "codec").eval()
+    processor = AutoVideoProcessor.from_pretrained(tmp_path / "codec")
+    extractor = FeatureExtractor(spec)
+    for clip in read_list(dataset / "val.csv")[:3]:
+        with torch.no_grad():
+            logits = model(**processor(videos=str(clip.path), num_frames=model.config.num_frames)).logits
+            expected = probe(extractor(clip.path)[None])
+        torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--export", "{model}"], r"the output \S+/model-link would overwrite the input \S+/probe\d+/model\n"),
+        (["--export", "{out}"], r"--export: .* would replace"),
+        (["--export", "{existing}"], r"--export: .*existing already exists"),
+        (["--export", "{new}", "--mode", "baseline"], r"baseline encoder's probe cannot be exported"),
+        (["--export", "{new}", "--mode", "codec", "-k", "4096"], r"export a probe of -k 2048 --resolution 224"),
+    ],
+)
+def test_export_refuses_folders_it_must_not_write(dataset, tmp_path, capsys, extra, message):
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "model-link").symlink_to(dataset / "model")
+    places = {"model": tmp_path / "model-link", "out": tmp_path / "out", "existing": tmp_path / "existing"}
+    places["new"] = tmp_path / "new"
+    options = ["--train", dataset / "train.csv", "--val", dataset / "val.csv", "--model", dataset / "model"]
+    options += ["--out", tmp_path / "out", *(str(value).format(**places) for value in extra)]
+    assert main(["probe", *map(str, options)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "new").exists()  # refused before any work

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .options import add_command, at_least, refuse_outputs_over_inputs
+from ..codec.options import SelectionOptions
+from .options import UsageError, add_command, at_least, refuse_outputs_over_inputs
 
 if TYPE_CHECKING:
     import torch
 
-    from ..evaluation import Clip
+    from ..evaluation import AttentiveProbe, Clip, FeatureSpec
+    from ..model import OneVisionEncoderVideoProcessor
 
 REPORT_FILES = ("results.json", "predictions.csv", "curves.png")  # what evaluation.report writes into OUT
+# Codec sampling of the video processor selects with select_patches' defaults (the encoder preset), whatever
+# it was saved with, so only probes of those settings export.
+CODEC_EXPORT = SelectionOptions.resolve()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache", type=Path, help="feature cache folder (default OUT/cache; shared by all processes under torchrun)"
     )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="also write the trained probe with its encoder as a OneVisionEncoderForVideoClassification into the "
+        "new folder DIR (weights, config with the class names, the video processor that makes the probe's inputs): "
+        "AutoModelForVideoClassification.from_pretrained(DIR), pipeline('video-classification', model=DIR); "
+        f"chunk mode with 8 frames, codec mode with -k {CODEC_EXPORT.num_patches} at {CODEC_EXPORT.size}",
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -67,6 +83,7 @@ def add_parser(subparsers: Any) -> None:
             "onevision probe --train k400/train --val k400/val --model ./checkpoint --mode codec -k 4096 --out codec/",
             "onevision probe --train t.csv --val v.csv --model google/siglip2-base-patch16-224 --mode baseline "
             "--out siglip/",
+            "onevision probe --train t.csv --val v.csv --model ./ckpt --mode codec --out codec/ --export classifier/",
         ],
     )
     add_arguments(parser)
@@ -83,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     inputs += [clip.path for clip in train_clips + val_clips]
     outputs = [args.out, *(args.out / name for name in REPORT_FILES)]
     refuse_outputs_over_inputs((source, output) for source in inputs for output in outputs)
+    if args.export is not None:
+        _check_export(args, inputs)
     with process_group() as (rank, _, device):
         if args.device != "auto":
             device = torch.device(args.device)
@@ -116,8 +135,92 @@ def _evaluate(
         cached = val_cached and all(was_cached for _, was_cached in train)
         extra = {"spec": asdict(spec), "jitter_views": args.jitter_views, "features_from_cache": cached}
         results = write_report(args.out, result, val_clips, names, val_labels, extra)
+        if args.export is not None:
+            export_classifier(args.export, spec, result.probe, names, settings.label_smoothing)
         print(
             f"final top-1 {results['final_top1']:.4f}, best top-1 {results['best_top1']:.4f} (epoch "
             f"{results['best_epoch']}, chosen on validation), {results['num_val_samples']} validation clips "
             f"-> {args.out}"
         )
+
+
+def _check_export(args: argparse.Namespace, inputs: list[Path]) -> None:
+    """``--export DIR`` must be a new folder, none of the inputs (model included) nor a folder the run writes."""
+    if args.mode == "baseline":
+        raise UsageError("argument --export: a baseline encoder's probe cannot be exported (chunk and codec modes)")
+    # The exported video processor must give the model the very inputs the probe's features came from.
+    if args.mode == "codec" and (args.num_patches, args.resolution) != (CODEC_EXPORT.num_patches, CODEC_EXPORT.size):
+        raise UsageError(
+            f"argument --export: the video processor's codec sampling selects the encoder preset's "
+            f"K={CODEC_EXPORT.num_patches} patches at {CODEC_EXPORT.size} pixels whatever it is saved with; export "
+            f"a probe of -k {CODEC_EXPORT.num_patches} --resolution {CODEC_EXPORT.size}"
+        )
+    if importlib.util.find_spec("torchvision") is None:
+        raise UsageError(
+            "argument --export: the exported video processor needs torchvision: pip install 'onevision-encoder[video]'"
+        )
+    model = Path(args.model)
+    sources = [*inputs, *([model] if os.path.lexists(model) else [])]
+    refuse_outputs_over_inputs(((source, args.export) for source in sources), folders=True)
+    if os.path.lexists(args.export):
+        raise UsageError(f"argument --export: {args.export} already exists; name a new folder")
+    export = os.path.realpath(args.export)
+    for folder in (args.out, args.cache or args.out / "cache"):
+        if os.path.commonpath([export, os.path.realpath(folder)]) == export:
+            raise UsageError(f"argument --export: {args.export} would replace {folder}, which this run writes")
+
+
+def export_classifier(
+    folder: Path, spec: FeatureSpec, probe: AttentiveProbe, names: list[str], label_smoothing: float
+) -> None:
+    """The encoder of ``spec`` with the trained probe as its head (classes ``names``), saved into the new
+    ``folder`` at once, with the video processor that gives it the inputs the probe's features came from."""
+    import torch
+
+    from ..files import atomic_directory
+    from ..model import OneVisionEncoderConfig, OneVisionEncoderForVideoClassification, OneVisionEncoderModel
+
+    encoder = OneVisionEncoderModel.from_pretrained(spec.model, dtype=torch.float32)
+    if spec.mode == "codec" and encoder.config.patch_size != CODEC_EXPORT.patch_size:
+        raise ValueError(
+            f"cannot export: codec sampling selects {CODEC_EXPORT.patch_size}-pixel patches, the model's are "
+            f"{encoder.config.patch_size}"
+        )
+    config = OneVisionEncoderConfig.from_dict(
+        {
+            **encoder.config.to_dict(),
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: index for index, name in enumerate(names)},
+            "classifier_num_heads": probe.attention.num_heads,
+            "classifier_mlp_ratio": probe.mlp[0].out_features // probe.mlp[0].in_features,
+            "label_smoothing": label_smoothing,
+            "freeze_backbone": True,
+            # transformers 5's pipeline passes it to the video processor: the frames the probe's clips had.
+            "num_frames": spec.frames if spec.mode == "chunk" else CODEC_EXPORT.num_frames,
+        }
+    )
+    model = OneVisionEncoderForVideoClassification(config)
+    # The head is the probe's own module type, so its weights map one to one (probe.<name>).
+    model.onevision_encoder.load_state_dict(encoder.state_dict())
+    model.probe.load_state_dict(probe.state_dict())
+    with atomic_directory(folder) as temporary:
+        model.save_pretrained(temporary)
+        video_processor(spec, config.patch_size).save_pretrained(temporary)
+    print(f"exported the probe as OneVisionEncoderForVideoClassification -> {folder}")
+
+
+def video_processor(spec: FeatureSpec, patch_size: int) -> OneVisionEncoderVideoProcessor:
+    """The video processor that turns a video file into the model inputs the probe's features were made of."""
+    from ..model import OneVisionEncoderVideoProcessor
+
+    if spec.mode == "codec":
+        return OneVisionEncoderVideoProcessor(sampling="codec")
+    side = spec.resolution
+    return OneVisionEncoderVideoProcessor(
+        sampling="uniform",
+        num_frames=spec.frames,
+        frame_rounding="round",  # the probe's clips sit at round(i / (T - 1) * 63) on the virtual grid
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        patch_size=patch_size,
+    )

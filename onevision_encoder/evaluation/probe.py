@@ -1,7 +1,9 @@
-"""The attentive probe and its training on frozen features (``shared/reference/probe.md``).
+"""The attentive probe's training on frozen features (``shared/reference/probe.md``).
 
-One learned query attends over all tokens of a clip (``D / 64`` heads), then a residual
-RMSNorm + MLP(4D), LayerNorm and a linear classifier whose weights and bias start scaled by 1e-3.
+The probe (:class:`~onevision_encoder.model.classification.AttentiveProbe`, the head of
+``OneVisionEncoderForVideoClassification``, so a trained probe exports as that model): one learned
+query attends over all tokens of a clip (``D / 64`` heads), then a residual RMSNorm + MLP(4D),
+LayerNorm and a linear classifier whose weights and bias start scaled by 1e-3.
 Trained with AdamW (lr 1e-4, no weight decay), linear decay to 1e-7, label smoothing 0.1 and
 gradient clipping 5. Under torchrun the probe trains data-parallel: every process draws the same
 batch order, takes the loss of its share of each batch, and the gradients are summed, so the
@@ -20,34 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import gather_in_order, rank_world
+from ..model.classification import AttentiveProbe
 from .store import FeatureStore
 
 Features = torch.Tensor | FeatureStore  # [S, N, D], indexed by a tensor of rows
-
-
-class AttentiveProbe(nn.Module):
-    def __init__(self, dim: int, num_classes: int, num_heads: int | None = None, mlp_ratio: int = 4) -> None:
-        super().__init__()
-        heads = num_heads or max(1, dim // 64)
-        if dim % heads:
-            raise ValueError(f"feature width {dim} is not divisible by {heads} heads")
-        self.query = nn.Parameter(torch.zeros(1, 1, dim))
-        nn.init.trunc_normal_(self.query, std=0.02)
-        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm = nn.RMSNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
-        self.final_norm = nn.LayerNorm(dim)
-        self.classifier = nn.Linear(dim, num_classes)
-        with torch.no_grad():  # small initial logits, as the release
-            self.classifier.weight.mul_(1e-3)
-            self.classifier.bias.mul_(1e-3)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens [B, N, D]`` -> logits ``[B, num_classes]``."""
-        query = self.query.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
-        pooled = self.attention(query, tokens, tokens, need_weights=False)[0]
-        pooled = pooled + self.mlp(self.norm(pooled))
-        return self.classifier(self.final_norm(pooled[:, 0]))
 
 
 @dataclass
@@ -68,6 +46,7 @@ class ProbeResult:
     curves: list[dict[str, float]] = field(default_factory=list)
     predictions: torch.Tensor | None = None  # final epoch, one per validation clip
     top5: torch.Tensor | None = None
+    probe: AttentiveProbe | None = None  # as trained (after the final epoch)
 
     @property
     def final(self) -> dict[str, float]:
@@ -162,6 +141,7 @@ def train_probe(
             }
         )
         result.predictions, result.top5 = top[:, 0], top
+    result.probe = probe
     return result
 
 

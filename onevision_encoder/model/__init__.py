@@ -1,6 +1,7 @@
 """The encoder: configuration, model and image/video processor."""
 
 from ..auto_registration import register as register_with_transformers_auto_classes
+from .classification import AttentiveProbe, OneVisionEncoderForVideoClassification
 from .configuration import PRESETS, OneVisionEncoderConfig
 from .image_processing import OneVisionEncoderImageProcessor
 from .loading import DamagedCheckpointError, HubUnreachableError
@@ -15,11 +16,14 @@ from .tower import TowerFeatures, vision_tower_features
 
 __all__ = [
     "PRESETS",
+    "AttentiveProbe",
     "CheckpointMismatchError",
     "DamagedCheckpointError",
     "HubUnreachableError",
     "OneVisionEncoderConfig",
+    "OneVisionEncoderForVideoClassification",
     "OneVisionEncoderImageProcessor",
+    "OneVisionEncoderVideoProcessor",
     "OneVisionEncoderModel",
     "OneVisionEncoderPreTrainedModel",
     "PackedEncoderOutput",
@@ -29,3 +33,12 @@ __all__ = [
 ]
 
 register_with_transformers_auto_classes()
+
+
+def __getattr__(name: str) -> object:
+    # The video processor needs torchvision (optional): imported on first use, it names what to install.
+    if name == "OneVisionEncoderVideoProcessor":
+        from .video_processing import OneVisionEncoderVideoProcessor
+
+        return OneVisionEncoderVideoProcessor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,6 +40,21 @@ class OneVisionEncoderConfig(PretrainedConfig):
         rope_theta: Base of the rotary frequencies.
         rope_temporal_size: Number of frames of the virtual temporal grid that 5-D clips are placed on.
         use_head: Whether the model has ``layernorm_post`` and the attention-pooling head.
+        classifier_num_heads: Heads of the attentive probe of
+            :class:`~onevision_encoder.OneVisionEncoderForVideoClassification` (one learned query over all tokens);
+            ``None`` takes ``hidden_size // 64``, as ``onevision probe`` does. Must divide ``hidden_size``.
+        classifier_mlp_ratio: Hidden width of the probe's MLP, in multiples of ``hidden_size``.
+        freeze_backbone: Whether the classifier's encoder is frozen: it then runs in eval mode without gradient
+            and its parameters do not require one, so training (``Trainer`` included) updates the probe alone.
+            ``False`` fine-tunes the encoder with the probe.
+        label_smoothing: Label smoothing of the classifier's cross-entropy loss (``onevision probe`` trains with 0.1).
+        num_frames: Frames the ``video-classification`` pipeline of transformers 5 asks the video processor to
+            sample (it passes ``config.num_frames``). ``None`` leaves it to the processor's own ``num_frames`` in
+            uniform sampling; codec sampling takes the number of frames to select from (64), and refuses ``None``.
+
+    The classification fields sit beside the encoder's, as transformers' other vision models do, so one
+    config serves ``AutoModel`` (the encoder) and ``AutoModelForVideoClassification``; ``num_labels``,
+    ``id2label`` and ``label2id`` are transformers' own.
     """
 
     model_type = "onevision_encoder"
@@ -61,6 +76,11 @@ class OneVisionEncoderConfig(PretrainedConfig):
         rope_theta: float = 10000.0,
         rope_temporal_size: int = 64,
         use_head: bool = True,
+        classifier_num_heads: int | None = None,
+        classifier_mlp_ratio: int = 4,
+        freeze_backbone: bool = True,
+        label_smoothing: float = 0.0,
+        num_frames: int | None = None,
         **kwargs: Any,
     ) -> None:
         if hidden_size % num_attention_heads:
@@ -75,6 +95,17 @@ class OneVisionEncoderConfig(PretrainedConfig):
             )
         if layer_norm_type not in LAYER_NORM_TYPES:
             raise ValueError(f"layer_norm_type must be one of {LAYER_NORM_TYPES}, got {layer_norm_type!r}")
+        if classifier_num_heads is not None and (classifier_num_heads < 1 or hidden_size % classifier_num_heads):
+            raise ValueError(
+                f"classifier_num_heads ({classifier_num_heads}) must be a positive divisor of hidden_size "
+                f"({hidden_size})"
+            )
+        if classifier_mlp_ratio < 1:
+            raise ValueError(f"classifier_mlp_ratio must be >= 1, got {classifier_mlp_ratio}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if num_frames is not None and num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1 or None, got {num_frames}")
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
@@ -90,6 +121,11 @@ class OneVisionEncoderConfig(PretrainedConfig):
         self.rope_theta = rope_theta
         self.rope_temporal_size = rope_temporal_size
         self.use_head = use_head
+        self.classifier_num_heads = classifier_num_heads
+        self.classifier_mlp_ratio = classifier_mlp_ratio
+        self.freeze_backbone = freeze_backbone
+        self.label_smoothing = label_smoothing
+        self.num_frames = num_frames
         super().__init__(**kwargs)
 
     @classmethod
