@@ -1,27 +1,37 @@
-"""Features of images and videos: model inputs for each mode, then batched forward passes.
+"""Features of images and videos: model inputs for each mode, batched forward passes, and the parts
+of a feature folder (``onevision encode`` at dataset scale).
 
-Modes: ``image`` (one picture, the processor's 448 crop or native resolution), ``chunk`` (8 or 16
-uniformly sampled frames placed on the 64-frame virtual grid), ``codec`` (K codec-selected patches
-of 64 frames, fed as a mosaic with their true positions).
+Modes: ``image`` (one picture, upright, the processor's 448 crop or native resolution), ``chunk`` (8
+or 16 uniformly sampled frames placed on the 64-frame virtual grid), ``codec`` (K codec-selected
+patches of 64 frames, fed as a mosaic with their true positions).
+
+A feature folder (:mod:`.evaluation.store`) is made of parts, each the job of :func:`extract_part`:
+idempotent, atomic, independent of the others, so that any engine can schedule them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .codec import CodecSelection, select_patches
 from .codec.reader import read_sampled_frames
 from .media import IMAGE_SUFFIXES
 from .model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .video import chunk_visible_indices, frame_positions, indices_to_positions, mosaic
+
+if TYPE_CHECKING:  # imported where used: the evaluation package imports this module
+    from .evaluation.store import FeatureStore
 
 MODES = ("image", "chunk", "codec")
 FrameTransform = Callable[[np.ndarray], np.ndarray]  # uint8 frames [T, H, W, 3] -> the same shape
@@ -50,13 +60,19 @@ def guess_mode(path: str | os.PathLike[str]) -> str:
 
 
 def image_input(
-    path: str | os.PathLike[str], processor: OneVisionEncoderImageProcessor, name: str | None = None
+    path: str | os.PathLike[str],
+    processor: OneVisionEncoderImageProcessor,
+    name: str | None = None,
+    native: bool = False,
 ) -> EncoderInput:
+    """One picture, upright (its EXIF orientation applied, as photo viewers show it): the processor's
+    crop, or with ``native`` its native resolution (aspect kept, sides multiples of the patch)."""
     try:
         with Image.open(path) as image:
-            pixels = processor(images=image.convert("RGB"))["pixel_values"][0]
+            upright = ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, SyntaxError) as error:
         raise ValueError(f"{path}: cannot be read as an image ({error})") from None
+    pixels = processor(images=upright, **({"mode": "native"} if native else {}))["pixel_values"][0]
     hp, wp = (side // processor.patch_size for side in pixels.shape[-2:])
     positions = indices_to_positions(torch.arange(hp * wp), (hp, wp)).numpy().astype(np.int32)
     return EncoderInput(name or str(path), "image", pixels, None, positions, None)
@@ -113,11 +129,12 @@ def selection_input(selection: CodecSelection, name: str, clip: torch.Tensor | N
 
 
 @torch.inference_mode()
-def encode_batch(
+def encode_tensors(
     model: OneVisionEncoderModel, samples: list[EncoderInput], layer: int | None = None, pooled: bool = False
-) -> list[np.ndarray]:
-    """Features of samples sharing a :meth:`EncoderInput.batch_key`: ``[N, D]`` token features (the last
-    hidden state, or ``hidden_states[layer]``), or ``[D]`` pooled features with ``pooled``."""
+) -> list[torch.Tensor]:
+    """Features of samples sharing a :meth:`EncoderInput.batch_key`, on the CPU in the model's dtype:
+    ``[N, D]`` token features (the last hidden state, or ``hidden_states[layer]``), or ``[D]`` pooled
+    features with ``pooled``."""
     if len({s.batch_key() for s in samples}) != 1:
         raise ValueError("samples of one batch must share mode and shapes")
     if pooled and not model.config.use_head:
@@ -137,4 +154,151 @@ def encode_batch(
         values = output.hidden_states[layer]
     else:
         values = output.last_hidden_state
-    return [v.float().cpu().numpy() for v in values]
+    return list(values.cpu())
+
+
+def encode_batch(
+    model: OneVisionEncoderModel, samples: list[EncoderInput], layer: int | None = None, pooled: bool = False
+) -> list[np.ndarray]:
+    """:func:`encode_tensors` as float32 arrays."""
+    return [values.float().numpy() for values in encode_tensors(model, samples, layer, pooled)]
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """What ``onevision encode`` computes into a feature folder (``out``): the features of ``inputs``
+    (``(path, name)`` per row, in row order) in parts of ``rows_per_part`` rows. Everything but
+    ``device`` and ``batch_size`` decides the features, and so the folder's identity (:meth:`identity`).
+    It pickles, so an engine can ship it to workers once and have them run :func:`extract_part`."""
+
+    out: str
+    model: str
+    inputs: tuple[tuple[str, str], ...]
+    mode: str = "auto"  # auto: image for picture files, codec for the rest
+    frames: int = 8
+    num_patches: int = 2048
+    frame_range: tuple[int, int] | None = None
+    layer: int | None = None
+    pooled: bool = False
+    native: bool = False
+    dtype: str = "float32"
+    rows_per_part: int = 64
+    device: str = "auto"
+    batch_size: int = 8
+
+    def identity(self) -> dict[str, object]:
+        """The options that make the features, and the model (a local checkpoint by its files too)."""
+        from .evaluation.extract import model_identity
+
+        options = ("mode", "frames", "num_patches", "frame_range", "layer", "pooled", "native", "dtype")
+        identity: dict[str, object] = {"model": self.model, "model_files": model_identity(self.model)}
+        identity.update({key: getattr(self, key) for key in options})
+        identity["frame_range"] = None if self.frame_range is None else list(self.frame_range)
+        return identity
+
+    def sample(self, path: str, name: str, processor: OneVisionEncoderImageProcessor) -> EncoderInput:
+        """The model input of one input file under this job's mode and options."""
+        mode = guess_mode(path) if self.mode == "auto" else self.mode
+        if mode == "image":
+            return image_input(path, processor, name, native=self.native)
+        if mode == "chunk":
+            return chunk_input(path, self.frames, processor, name=name, frame_range=self.frame_range)
+        return codec_input(path, self.num_patches, processor.patch_size, name=name, frame_range=self.frame_range)
+
+
+@dataclass(frozen=True)
+class PartOutcome:
+    """What :func:`extract_part` did: ``written`` or ``skipped`` (the part was there); its rows, and the
+    failure records it wrote (none when skipped: they are in the part, :meth:`FeatureStore.failures`)."""
+
+    part: int
+    status: str
+    rows: int
+    failures: tuple[dict[str, object], ...] = ()
+    seconds: float = 0.0
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: the process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU."""
+    if device != "auto":
+        return device
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=1)
+def load_encoder(model: str, dtype: str, device: str) -> tuple[OneVisionEncoderModel, OneVisionEncoderImageProcessor]:
+    """The model and its processor, loaded once per process (a worker runs many parts of one job)."""
+    encoder = OneVisionEncoderModel.from_pretrained(model, dtype=getattr(torch, dtype)).to(device).eval()
+    return encoder, OneVisionEncoderImageProcessor(patch_size=encoder.config.patch_size)
+
+
+def encode_rows(
+    job: EncodeJob, rows: Sequence[int], on_input: Callable[[], None] | None = None
+) -> tuple[dict[int, dict[str, torch.Tensor]], list[dict[str, object]]]:
+    """The arrays of each row that could be encoded (``features``, ``positions_thw``, ``frame_ids`` for
+    videos), and a failure record (row, path, name, error, message) for each that could not be read.
+    Any exception while reading an input is that input's failure (ours, FFmpeg's, OpenCV's, PIL's);
+    the model's errors stop the job. ``on_input`` is called as each input is done."""
+    from .batch import error_name
+
+    model, processor = load_encoder(job.model, job.dtype, resolve_device(job.device))
+    encoded: dict[int, dict[str, torch.Tensor]] = {}
+    failures: list[dict[str, object]] = []
+    # Samples wait for others of their shape (native-resolution pictures, pictures among videos), so
+    # batches stay full; at most one batch per shape is held.
+    pending: dict[tuple[object, ...], list[tuple[int, EncoderInput]]] = {}
+
+    def flush(batch: list[tuple[int, EncoderInput]]) -> None:
+        samples = [sample for _, sample in batch]
+        for (row, sample), features in zip(batch, encode_tensors(model, samples, job.layer, job.pooled), strict=True):
+            positions = torch.from_numpy(sample.positions_thw.astype(np.int32))
+            encoded[row] = {"features": features, "positions_thw": positions}
+            if sample.frame_ids is not None:
+                encoded[row]["frame_ids"] = torch.from_numpy(np.asarray(sample.frame_ids, dtype=np.int32))
+            if on_input is not None:
+                on_input()
+
+    for row in rows:
+        path, name = job.inputs[row]
+        try:
+            sample = job.sample(path, name, processor)
+        except Exception as error:
+            message = " ".join(str(error).split()) or repr(error)  # one line (OpenCV's messages span several)
+            failures.append({"row": row, "path": path, "name": name, "error": error_name(error), "message": message})
+            if on_input is not None:
+                on_input()
+            continue
+        batch = pending.setdefault(sample.batch_key(), [])
+        batch.append((row, sample))
+        if len(batch) == job.batch_size:
+            flush(pending.pop(sample.batch_key()))
+    for batch in pending.values():
+        flush(batch)
+    return dict(sorted(encoded.items())), failures
+
+
+def extract_part(job: EncodeJob, part: int, on_input: Callable[[], None] | None = None) -> PartOutcome:
+    """Encode part ``part`` of ``job`` into ``job.out/part-NNNNN.safetensors``, written atomically;
+    a part already there is skipped, so calling it again (a rerun, a retried task) is harmless. The
+    job's index must exist (:func:`open_job`). Any engine may schedule the parts: one process, shards,
+    or workers that each run this function."""
+    from .evaluation.store import FeatureStore
+
+    store = FeatureStore(job.out, len(job.inputs), job.rows_per_part)
+    rows = store.part_rows(part)
+    if store.has_part(part):
+        return PartOutcome(part, "skipped", len(rows))
+    started = time.perf_counter()
+    encoded, failures = encode_rows(job, rows, on_input)
+    store.write_part(part, encoded, failures)
+    return PartOutcome(part, "written", len(rows), tuple(failures), time.perf_counter() - started)
+
+
+def open_job(job: EncodeJob) -> FeatureStore:
+    """The job's feature folder, created with its index, or checked to hold this very job
+    (:class:`~.evaluation.store.JobMismatchError` says what differs)."""
+    from .evaluation.store import FeatureStore
+
+    # Absolute paths (links not resolved): the same inputs whatever folder a rerun or another shard starts in.
+    inputs = [(os.path.abspath(path), name) for path, name in job.inputs]
+    return FeatureStore.create(job.out, job.identity(), inputs, job.rows_per_part)

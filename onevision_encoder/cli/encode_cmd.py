@@ -1,4 +1,10 @@
-"""``onevision encode``: features for images and videos, in batches, into one file."""
+"""``onevision encode``: features for images and videos, into one file (small jobs) or into a feature
+folder written in parts as they finish (datasets: flat memory, resumable, shardable, failures recorded).
+
+The folder's format and reader are the probe cache's (:mod:`..evaluation.store`); each part is the
+work of :func:`..features.extract_part`, which any engine can schedule: here one process runs the
+parts of its shard (``--shard i/n`` or torchrun's ``RANK``/``WORLD_SIZE``) one after the other.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,14 @@ import argparse
 import io
 import json
 import os
+import signal
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..media import MEDIA_PATTERNS, list_inputs, output_name
 from .options import (
-    INPUT_ERRORS,
     UsageError,
     add_command,
     add_frame_range,
@@ -22,10 +30,12 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..features import EncoderInput
-    from ..model import OneVisionEncoderImageProcessor
+    from ..evaluation.store import FeatureStore
+    from ..features import EncodeJob, PartOutcome
+    from .preprocess_cmd import Shard
 
 OUTPUT_SUFFIXES = (".safetensors", ".npz")
+LIST_SUFFIXES = (".txt", ".lst", ".list")  # a file given with one of these names its inputs, one per line
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,49 +43,77 @@ def add_parser(subparsers: Any) -> None:
         subparsers,
         "encode",
         "encode images and videos into features",
-        "Encode each input and write, per input NAME, the arrays NAME.features ([tokens, D], or [D] "
-        "with --pooled), NAME.positions_thw ([tokens, 3] rotary positions) and, for videos, NAME.frame_ids (the "
-        "source frames used) into one .safetensors or .npz file. An input may be a folder: its images and videos "
-        "(recursively), each NAME then being its path inside the folder; a file given directly is named by its "
-        "file name (its path from the inputs' common folder when file names repeat), as given, links not "
-        "followed. Modes: image (448 crop), chunk (--frames uniformly sampled frames on the 64-frame grid), "
-        "codec (-k codec-selected patches of 64 frames); auto picks image for picture files and codec for videos.",
+        "Encode each input: image or video files, folders (their images and videos, recursively; other files "
+        "are skipped) and list files (.txt, .lst or .list: one path per line, relative to the list). "
+        "Into a .safetensors or .npz file (small jobs), per input NAME the arrays NAME.features ([tokens, D], or "
+        "[D] with --pooled), NAME.positions_thw ([tokens, 3] rotary positions) and, for videos, NAME.frame_ids "
+        "(the source frames used). Into a folder (any other --out): a feature folder, index.json (every input "
+        "with its part and row) and part-NNNNN.safetensors of --clips-per-part inputs, each written when done; "
+        "a rerun resumes at the missing parts, --shard i/n (or torchrun's RANK/WORLD_SIZE) splits the parts "
+        "between processes, and inputs that fail are recorded in failures*.jsonl while the run goes on. NAME is "
+        "the path inside the folder or list, or the file name of a file given directly (its path from the "
+        "inputs' common folder when file names repeat), as given, links not followed. Modes: image (448 crop, "
+        "or --native resolution; EXIF orientation applied), chunk (--frames uniformly sampled frames on the "
+        "64-frame grid), codec (-k codec-selected patches of 64 frames); auto picks image for picture files and "
+        "codec for videos.",
         [
             "onevision encode photo.jpg clip.mp4 --model lmms-lab-encoder/onevision-encoder-large "
             "--out feats.safetensors",
             "onevision encode videos/ --model ./checkpoint --mode chunk --frames 16 --pooled --out pooled.npz",
-            "onevision encode clip.mp4 --model ./checkpoint --mode codec -k 4096 --layer -2 --device cuda "
-            "--dtype bfloat16 --out tower.safetensors",
+            "onevision encode k400/ --model ./checkpoint --device cuda --dtype bfloat16 --out k400-features/",
+            "onevision encode list.txt --model ./checkpoint --out features/ --shard 0/4",
+            "torchrun --nproc_per_node 8 -m onevision_encoder encode videos/ --model ./checkpoint --out features/",
+            "onevision encode photos/ --model ./checkpoint --mode image --native --out photo-features/",
         ],
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of them")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or list files")
     parser.add_argument("--model", required=True, help="checkpoint folder or hub id")
     parser.add_argument("--mode", choices=("auto", "image", "chunk", "codec"), default="auto")
+    parser.add_argument(
+        "--native", action="store_true", help="images at their native resolution (aspect kept) instead of the crop"
+    )
     parser.add_argument("--frames", type=int, choices=(8, 16), default=8, help="frames of a chunk (default 8)")
     parser.add_argument("-k", "--num-patches", type=int, default=2048, help="codec patches (default 2048)")
     add_frame_range(parser)
     parser.add_argument("--layer", type=int, help="hidden state to save (e.g. -2 for LMM towers); default last")
     parser.add_argument("--pooled", action="store_true", help="save the pooled feature per input")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:1 ... (default: the GPU if any; cuda:LOCAL_RANK under torchrun)",
+    )
     parser.add_argument("--batch-size", type=at_least(1), default=8, help="inputs per forward pass (default 8)")
-    parser.add_argument("--out", required=True, type=Path, help="output .safetensors or .npz file")
+    parser.add_argument(
+        "--clips-per-part", type=at_least(1), default=64, help="inputs per part of a feature folder (default 64)"
+    )
+    parser.add_argument("--shard", help="i/n: encode every n-th part starting at i (default: RANK/WORLD_SIZE)")
+    parser.add_argument("--out", required=True, type=Path, help="output .safetensors or .npz file, or folder")
 
 
-def named_inputs(inputs: list[str]) -> dict[str, str]:
-    """Every input file with its output name, in the order given: a folder's media files (recursively,
-    sorted) named by their path inside it, files given directly by :func:`names_of_inputs`. A file given
-    twice, two inputs of one name, or a folder without media are usage errors."""
-    direct = names_of_inputs([path for path in inputs if not Path(path).is_dir()])
+def named_inputs(inputs: list[str]) -> tuple[dict[str, str], int]:
+    """Every input file with its output name, in the order given, and how many files the folders held
+    that are not media (skipped). A folder's media files (recursively, sorted) and a list file's entries
+    are named by their path inside it (:func:`..media.list_inputs`, as ``preprocess`` lists them), files
+    given directly by :func:`names_of_inputs`. A file given twice, two inputs of one name, or a folder
+    without media are usage errors."""
+    listed = [path for path in inputs if Path(path).is_dir() or Path(path).suffix.lower() in LIST_SUFFIXES]
+    direct = names_of_inputs([path for path in inputs if path not in listed])
     named: list[tuple[str, str]] = []
+    ignored = 0
     for given in inputs:
-        if not Path(given).is_dir():
+        if given not in listed:
             named.append((str(given), direct[str(given)]))
             continue
-        listing = list_inputs(given, MEDIA_PATTERNS)
+        try:
+            listing = list_inputs(given, MEDIA_PATTERNS)
+        except (OSError, ValueError) as error:  # an unreadable or empty list file
+            message = str(error)
+            raise UsageError(message if message.startswith(str(given)) else f"{given}: {message}") from None
         if not listing.files:
             raise UsageError(f"{given}: the folder holds no image or video")
         named.extend((str(path), output_name(path, listing.base)) for path in listing.files)
+        ignored += listing.ignored
     paths: dict[str, str] = {}
     owners: dict[str, str] = {}
     for path, name in named:
@@ -84,72 +122,207 @@ def named_inputs(inputs: list[str]) -> dict[str, str]:
         if name in owners:
             raise UsageError(f"{owners[name]} and {path} would both be saved as {name}: encode them separately")
         paths[os.path.abspath(path)] = owners[name] = path
-    return dict(named)
-
-
-def prepare(path: str, mode: str, args: argparse.Namespace, processor: OneVisionEncoderImageProcessor, name: str):
-    from ..features import chunk_input, codec_input, guess_mode, image_input
-
-    mode = guess_mode(path) if mode == "auto" else mode
-    if mode == "image":
-        return image_input(path, processor, name)
-    if mode == "chunk":
-        return chunk_input(path, args.frames, processor, name=name, frame_range=args.frame_range)
-    return codec_input(path, args.num_patches, processor.patch_size, name=name, frame_range=args.frame_range)
+    return dict(named), ignored
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out.suffix not in OUTPUT_SUFFIXES:
-        raise UsageError(f"{args.out}: the output must end in {' or '.join(OUTPUT_SUFFIXES)}")
-    names = named_inputs(args.inputs)
-    refuse_outputs_over_inputs((path, args.out) for path in names)
+    from .preprocess_cmd import parse_shard
 
-    import numpy as np
-    import torch
-    from safetensors.numpy import save as save_safetensors
+    single = args.out.suffix in OUTPUT_SUFFIXES
+    if not single and args.out.suffix and not args.out.is_dir():
+        raise UsageError(
+            f"{args.out}: the output must be a {' or '.join(OUTPUT_SUFFIXES)} file, or a folder (a name without "
+            "a suffix, or an existing folder)"
+        )
+    if args.native and args.mode not in ("auto", "image"):
+        raise UsageError(f"--native is for images: --mode {args.mode} encodes videos")
+    if args.dtype == "bfloat16" and args.out.suffix == ".npz":
+        raise UsageError("an .npz file cannot hold bfloat16: write .safetensors or a folder, or use --dtype float16")
+    shard = parse_shard(args.shard)
+    if single and shard.count > 1:
+        raise UsageError(f"{shard.count} processes (--shard or WORLD_SIZE) write a feature folder: give --out a folder")
+    names, ignored = named_inputs(args.inputs)
+    refuse_outputs_over_inputs(((path, args.out) for path in [*args.inputs, *names]), folders=not single)
+
+    from ..features import EncodeJob
+
+    job = EncodeJob(
+        out=str(args.out),
+        model=args.model,
+        inputs=tuple(names.items()),
+        mode=args.mode,
+        frames=args.frames,
+        num_patches=args.num_patches,
+        frame_range=args.frame_range,
+        layer=args.layer,
+        pooled=args.pooled,
+        native=args.native,
+        dtype=args.dtype,
+        rows_per_part=args.clips_per_part,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    return encode_file(job, args.out) if single else encode_folder(job, args.out, shard, ignored)
+
+
+def _progress(total: int, description: str) -> Any:
     from tqdm import tqdm
 
-    from ..features import encode_batch
+    return tqdm(total=total, desc=description, unit="input", disable=None)  # None: a bar on terminals only
+
+
+def _report(record: dict[str, Any]) -> None:
+    path, message = str(record["path"]), str(record["message"])
+    report_failure(path, RuntimeError(message if message.startswith(path) else f"{record['error']}: {message}"))
+
+
+def encode_file(job: EncodeJob, out: Path) -> int:
+    """Every input into the one file ``out``: all features are held in memory until it is written."""
+    import numpy as np
+    from safetensors.torch import save
+
+    from ..features import encode_rows
     from ..files import atomic_write
-    from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model = OneVisionEncoderModel.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()
-    processor = OneVisionEncoderImageProcessor(patch_size=model.config.patch_size)
-    arrays: dict[str, np.ndarray] = {}
-    pending: list[EncoderInput] = []
-    failed = 0
-
-    def flush() -> None:
-        for sample, features in zip(pending, encode_batch(model, pending, args.layer, args.pooled), strict=True):
-            arrays[f"{sample.name}.features"] = features
-            arrays[f"{sample.name}.positions_thw"] = sample.positions_thw.astype(np.int32)
-            if sample.frame_ids is not None:
-                arrays[f"{sample.name}.frame_ids"] = sample.frame_ids.astype(np.int32)
-        pending.clear()
-
-    for path, name in tqdm(names.items(), desc="encode", unit="input", disable=None):
-        try:
-            sample = prepare(path, args.mode, args, processor, name)
-        except INPUT_ERRORS as error:
-            report_failure(path, error)
-            failed += 1
-            continue
-        if pending and (sample.batch_key() != pending[0].batch_key() or len(pending) == args.batch_size):
-            flush()
-        pending.append(sample)
-    if pending:
-        flush()
-    if not arrays:
+    with _progress(len(job.inputs), "encode") as bar:
+        encoded, failures = encode_rows(job, range(len(job.inputs)), bar.update)
+    for record in failures:
+        _report(record)
+    if not encoded:
         raise ValueError("no input could be encoded")
-    meta = {"model": args.model, "mode": args.mode, "layer": args.layer, "pooled": args.pooled, "dtype": args.dtype}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.suffix == ".safetensors":
-        atomic_write(args.out, save_safetensors(arrays, metadata={"onevision": json.dumps(meta)}))
+    arrays = {f"{job.inputs[row][1]}.{key}": value for row, values in encoded.items() for key, value in values.items()}
+    meta = {key: getattr(job, key) for key in ("model", "mode", "layer", "pooled", "native", "dtype")}
+    if out.suffix == ".safetensors":
+        contiguous = {name: value.contiguous() for name, value in arrays.items()}
+        atomic_write(out, save(contiguous, metadata={"onevision": json.dumps(meta)}))
     else:
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write(args.out, buffer.getvalue())
-    encoded = len(names) - failed
-    print(f"{encoded} encoded, {failed} failed -> {args.out}")
-    return 1 if failed else 0
+        np.savez(buffer, **{name: value.numpy() for name, value in arrays.items()})
+        atomic_write(out, buffer.getvalue())
+    print(f"{len(encoded)} encoded, {len(failures)} failed -> {out}")
+    return 1 if failures else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int) -> int:
+    """The parts of this shard that are missing, one after the other, then the shard's summary (and the
+    whole folder's, once every part exists)."""
+    from ..evaluation.store import INDEX_FILE, JobMismatchError
+    from ..features import extract_part, open_job
+    from ..files import folder_lock, storage_fault
+    from .preprocess_cmd import prepare_output
+
+    if out.is_dir() and not (out / INDEX_FILE).is_file() and any(not p.name.startswith(".") for p in out.iterdir()):
+        raise UsageError(f"{out} holds other files and no {INDEX_FILE} (not a feature folder): name a new folder")
+    prepare_output(out)
+    try:
+        store = open_job(job)
+    except JobMismatchError as error:
+        raise UsageError(str(error)) from None
+    with folder_lock(out, f".encode{shard.suffix}.lock"):
+        mine = [part for part in range(store.num_parts) if shard.takes(part)]
+        todo = [part for part in mine if not store.has_part(part)]
+        store.remove_unfinished(todo)
+        outcomes: list[PartOutcome] = []
+        interrupted = False
+        log = not sys.stderr.isatty()  # no bar there: a line per part, for logs
+        started = time.perf_counter()
+        on_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a kill ends the run as cleanly as Ctrl-C
+        try:
+            total = sum(len(store.part_rows(part)) for part in todo)
+            with _progress(total, f"encode {shard.index}/{shard.count}") as bar:
+                for number, part in enumerate(todo, 1):
+                    outcome = extract_part(job, part, bar.update)
+                    outcomes.append(outcome)
+                    for record in outcome.failures:
+                        _report(record)
+                    if log:
+                        print(
+                            f"part {part} done ({number}/{len(todo)} of this run): {outcome.rows} inputs, "
+                            f"{len(outcome.failures)} failed, {outcome.seconds:.1f} s -> {store.part_path(part)}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        except KeyboardInterrupt:
+            interrupted = True
+        except OSError as error:
+            reason = storage_fault(error)
+            if reason is None:
+                raise
+            raise OSError(f"{reason}: {out} (the finished parts stay: rerun to resume)") from None
+        finally:
+            signal.signal(signal.SIGTERM, on_sigterm)
+        seconds = time.perf_counter() - started
+        return _summarise(store, shard, mine, len(mine) - len(todo), outcomes, ignored, interrupted, seconds)
+
+
+def _tally(store: FeatureStore, parts: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Counts of ``parts`` as written on disk, and their failure records."""
+    written = [part for part in parts if store.has_part(part)]
+    failures = store.failures(written)
+    rows = sum(len(store.part_rows(part)) for part in written)
+    counts = {
+        "inputs": sum(len(store.part_rows(part)) for part in parts),
+        "parts": len(parts),
+        "parts_done": len(written),
+        "encoded": rows - len(failures),
+        "failed": len(failures),
+        "not_done": sum(len(store.part_rows(part)) for part in parts) - rows,
+    }
+    return counts, failures
+
+
+def _write_records(store: FeatureStore, suffix: str, summary: dict[str, Any], failures: list[dict[str, Any]]) -> None:
+    from ..files import atomic_write
+
+    atomic_write(store.folder / f"failures{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in failures).encode())
+    atomic_write(store.folder / f"summary{suffix}.json", json.dumps(summary, indent=1).encode())
+
+
+def _summarise(
+    store: FeatureStore,
+    shard: Shard,
+    mine: list[int],
+    skipped: int,
+    outcomes: list[PartOutcome],
+    ignored: int,
+    interrupted: bool,
+    seconds: float,
+) -> int:
+    """Write this shard's failures and summary (the folder's too once every part exists), print the
+    summary line; the exit status."""
+    counts, failures = _tally(store, mine)
+    encoded_now = sum(outcome.rows - len(outcome.failures) for outcome in outcomes)
+    summary = {
+        "shard": f"{shard.index}/{shard.count}",
+        **counts,
+        "parts_written": len(outcomes),
+        "parts_skipped": skipped,
+        "ignored": ignored,
+        "interrupted": interrupted,
+        "seconds": round(seconds, 3),
+        "inputs_per_second": round(encoded_now / seconds, 3) if seconds > 0 else None,
+    }
+    _write_records(store, shard.suffix, summary, failures)
+    missing = len(store.missing_parts())
+    if not missing and shard.count > 1:  # every shard that sees this writes the same thing
+        whole, all_failures = _tally(store, list(range(store.num_parts)))
+        _write_records(store, "", {**whole, "ignored": ignored}, all_failures)
+    state = "interrupted: " if interrupted else ""
+    line = (
+        f"{state}parts {len(outcomes)} written, {skipped} skipped, {counts['parts'] - counts['parts_done']} not "
+        f"done; inputs {counts['encoded']} encoded, {counts['failed']} failed"
+    )
+    if outcomes:
+        line += f" ({summary['inputs_per_second'] or 0:.2f} inputs/s)"
+    if ignored:
+        line += f"; ignored {ignored} other files (not images or videos)"
+    if failures:
+        line += f"; failures in {store.folder / f'failures{shard.suffix}.jsonl'}"
+    print(f"{line} -> {store.folder}" + (f" ({missing} of {store.num_parts} parts still to do)" if missing else ""))
+    if interrupted:
+        return 130
+    return 1 if failures else 0

@@ -24,11 +24,10 @@ from tqdm import tqdm
 from ..codec.reader import read_sampled_frames
 from ..distributed import agree, rank_world
 from ..features import chunk_input, codec_input
-from ..files import atomic_write
 from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .augment import ColorJitter, view_rng
 from .datasets import Clip
-from .store import CLIPS_PER_PART, FeatureStore
+from .store import CLIPS_PER_PART, FORMAT, FeatureStore
 
 MODES = ("chunk", "codec", "baseline")
 TRAIN_JITTER = ColorJitter()  # the release's probe training augmentation (p = 0.8)
@@ -53,11 +52,12 @@ class FeatureSpec:
             raise ValueError(f"view must be >= 0, got {self.view}")
 
     def key(self, clips: list[Clip]) -> str:
-        identity = {**asdict(self), "model": _model_identity(self.model), "clips": [c.key() for c in clips]}
+        identity = {**asdict(self), "model": model_identity(self.model), "clips": [c.key() for c in clips]}
+        identity["format"] = FORMAT  # caches of an older part format are extracted again, not misread
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _model_identity(model: str) -> str:
+def model_identity(model: str) -> str:
     """A local checkpoint is identified by its files' sizes and times, so retrained weights miss the cache."""
     folder = Path(model)
     if not folder.is_dir():
@@ -158,10 +158,8 @@ def cached_features(
         return store, True
     rank, world = rank_world()
     mine = [part for part in missing if part % world == rank]
-    if rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        identity = {"spec": asdict(spec), "clips": [c.key() for c in clips], "clips_per_part": clips_per_part}
-        atomic_write(folder / "spec.json", json.dumps(identity, indent=1).encode())
+    if rank == 0:  # the index a FeatureStore.open of this folder reads, as for `onevision encode`'s folders
+        FeatureStore.create(folder, asdict(spec), [(str(c.path), c.key()) for c in clips], clips_per_part)
     if mine:
         extractor = FeatureExtractor(spec, device)
         total = sum(len(store.part_rows(part)) for part in mine)
