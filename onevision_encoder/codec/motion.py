@@ -87,10 +87,11 @@ def estimate_motion(luma: np.ndarray, reference_luma: np.ndarray, luma_hw: tuple
     Where most of the picture moves (a pan), the flow is measured again with the reference shifted by the
     picture's :func:`dominant_shift` (the shift added back): DIS starts from zero motion at its coarsest
     scale, where a panning repetitive texture (tiles, fences, facades) aliases by whole periods, differently
-    from region to region; measured from the pan, only what moves against it is left to find. ``luma`` and ``reference_luma`` may be downscaled
-    working planes; the flow is rescaled to pixels of the full ``luma_hw`` plane, averaged over each 4x4
-    cell and rounded to quarter-pel, like coded vectors (sub-quarter-pel noise on still areas becomes
-    exactly zero).
+    from region to region; measured from the pan, only what moves against it is left to find.
+
+    ``luma`` and ``reference_luma`` may be downscaled working planes; the flow is rescaled to pixels of the
+    full ``luma_hw`` plane, averaged over each 4x4 cell and rounded to quarter-pel, like coded vectors
+    (sub-quarter-pel noise on still areas becomes exactly zero).
     """
     flow = _dis().calc(luma, reference_luma, None)
     shift_x, shift_y = dominant_shift(flow)
