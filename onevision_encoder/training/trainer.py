@@ -127,7 +127,9 @@ def build_model(config: TrainConfig) -> OneVisionEncoderModel:
     if not model.config.use_head:
         raise ValueError("training needs the pooling head: use a model with use_head=true")
     if settings.activation_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it (the old name warns, to be removed in 6); 4.57 has only the old one.
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     return model.float()
 
 
