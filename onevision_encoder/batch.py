@@ -11,6 +11,9 @@
 - Closing the results (an interrupt, or a fault of the output location) stops the workers; a
   worker's unfinished ``atomic_directory`` is removed as it unwinds.
 
+:class:`Engine` picks where the jobs run: here, or as Ray tasks (:mod:`onevision_encoder.ray_engine`,
+the same outcomes).
+
 Light on purpose (standard library only): a worker imports this module before its first job.
 """
 
@@ -68,6 +71,28 @@ def attempt(job: Callable[[T], Outcome], item: T) -> Outcome:
         return job(item)
     except Exception as error:
         return Outcome.failure(error)
+
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where per-input jobs run: ``local``, ``workers`` processes of this machine (default 1); or ``ray``,
+    tasks of the Ray cluster at ``address`` (``None``: a Ray started here of ``workers`` CPUs, default all)."""
+
+    name: str = "local"
+    workers: int | None = None
+    address: str | None = None
+
+    def run(self, items: Sequence[T], job: Callable[[T], Outcome]) -> Iterator[tuple[T, Outcome]]:
+        """``(item, outcome)`` for every item, in the order they finish (see :func:`run_jobs`); closing it
+        early stops the work in flight."""
+        if self.name == "ray":
+            from .ray_engine import run_on_ray
+
+            return run_on_ray(items, job, self.address, self.workers)
+        return run_jobs(items, job, self.workers or 1)
 
 
 def run_jobs(items: Sequence[T], job: Callable[[T], Outcome], workers: int) -> Iterator[tuple[T, Outcome]]:

@@ -133,6 +133,25 @@ def test_a_folder_gives_its_videos_and_counts_the_other_files(tmp_path, capsys, 
     assert listed.returncode == 0 and finished(tmp_path / "listed") == ["a.mp4", "notes.txt"]
 
 
+@pytest.mark.parametrize(
+    ("ray_installed", "args", "problem"),
+    [
+        (False, ["--engine", "ray"], "needs Ray, which is not installed: pip install 'onevision-encoder[ray]'"),
+        (True, ["--ray-address", "auto"], "--ray-address goes with --engine ray"),
+        (True, ["--engine", "ray", "--ray-address", "head"], "--ray-address must be auto or HOST:PORT, got 'head'"),
+        (True, ["--engine", "ray", "--ray-address", "auto", "--workers", "2"], "--workers sizes the Ray started here"),
+    ],
+)
+def test_engine_options_are_checked_before_any_work(tmp_path, capsys, fake, monkeypatch, ray_installed, args, problem):
+    from onevision_encoder.cli import engine_options
+
+    monkeypatch.setattr(engine_options, "ray_installed", lambda: ray_installed)
+    folder = videos(tmp_path / "videos", "a.mp4")
+    result = preprocess(capsys, folder, "--out", tmp_path / "out", *args)
+    assert result.returncode == 2 and problem in result.stderr  # never the local engine instead
+    assert fake.selected == [] and not (tmp_path / "out").exists()
+
+
 def test_an_input_listed_twice_is_a_usage_error(tmp_path, capsys, fake):
     folder = videos(tmp_path / "videos", "a.mp4")
     listing = tmp_path / "list.txt"

@@ -3,8 +3,9 @@
 Every input (a video of the folder, or an entry of the list file, named by its path as given: links
 are not followed to their targets) gets its own folder ``OUT/<name>/``, written atomically. A run
 first checks all it can before any work (options, the conversations file, outputs over inputs, a
-writable OUT, no other run on OUT's shard), then processes the videos (:mod:`onevision_encoder.batch`), and accounts
-for every one: done + skipped + failed + remaining = videos, as the folders on disk show.
+writable OUT, no other run on OUT's shard), then processes the videos (:class:`..batch.Engine`: worker
+processes here, or Ray tasks on a cluster, with the same outputs and records), and accounts for
+every one: done + skipped + failed + remaining = videos, as the folders on disk show.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..batch import DONE, FAILED, FAULT, Outcome, error_name, run_jobs
+from ..batch import DONE, FAILED, FAULT, Engine, Outcome, error_name
 from ..files import atomic_directory, atomic_write, check_writable, folder_lock, remove_leftovers, storage_fault
 from ..media import VIDEO_PATTERNS, InputListing, list_inputs, output_name
 from .conversations import Conversations, packed_item, read_conversations
+from .engine_options import add_engine_options, engine_from_args
 from .options import (
     UsageError,
     add_command,
     add_selection_options,
-    at_least,
     refuse_outputs_over_inputs,
     report_failure,
     selection_options,
@@ -47,13 +48,14 @@ def add_parser(subparsers: Any) -> None:
         "skips finished videos; each video's folder appears complete or not at all. Failures are recorded "
         "with their reason in OUT/failures*.jsonl and the run goes on; a full or read-only OUT stops it. "
         "One run at a time per OUT and shard (a lock). Shard across machines with --shard i/n or the RANK "
-        "and WORLD_SIZE environment. "
+        "and WORLD_SIZE environment, or hand the videos out to a Ray cluster with --engine ray. "
         "With --pack (lmm preset) each video also gets the release's training format: mosaic_0..7 images "
         "(mosaic 0 = the whole first frame) and positions_thw.npy; --conversations rewrites a LLaVA-style "
         "file's <video> into those <image> entries.",
         [
             "onevision preprocess videos/ --out selections/ --workers 2",
             "onevision preprocess list.txt --out sel/ --shard 0/4",
+            "onevision preprocess /shared/videos/ --out /shared/sel/ --engine ray --ray-address auto",
             "onevision preprocess videos/ --preset lmm --pack --conversations llava.json --out packed/",
         ],
     )
@@ -66,7 +68,7 @@ def add_parser(subparsers: Any) -> None:
         help="take the folder's files whose names match GLOB, case-insensitive (repeatable; default: video "
         "suffixes such as *.mp4); a list file's entries are all taken",
     )
-    parser.add_argument("--workers", type=at_least(1), default=1, help="worker processes (default 1)")
+    add_engine_options(parser)
     parser.add_argument("--shard", help="i/n: process every n-th video starting at i (default: RANK/WORLD_SIZE)")
     parser.add_argument("--pack", action="store_true", help="also write mosaics and positions_thw.npy")
     parser.add_argument("--image-format", choices=("jpg", "png"), default="jpg", help="mosaic images (default jpg)")
@@ -276,6 +278,7 @@ class Tally:
 
 def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
+    engine = engine_from_args(args)
     if (args.pack or args.conversations) and args.preset != "lmm":
         raise UsageError("--pack and --conversations produce the LMM training format: use --preset lmm")
     if args.conversations and not args.pack:
@@ -301,11 +304,13 @@ def run(args: argparse.Namespace) -> int:
         todo = [
             (str(video), str(plan.folders[video])) for video in mine if not is_finished(plan.folders[video], args.pack)
         ]
-        tally = process(todo, args, options, shard)
+        tally = process(todo, args, options, shard, engine)
         return report_run(args, plan, mine, todo, tally)
 
 
-def process(todo: list[tuple[str, str]], args: argparse.Namespace, options: dict[str, Any], shard: Shard) -> Tally:
+def process(
+    todo: list[tuple[str, str]], args: argparse.Namespace, options: dict[str, Any], shard: Shard, engine: Engine
+) -> Tally:
     """Run the videos until done, interrupted (Ctrl-C, SIGTERM) or stopped by a fault of OUT; then stop
     the workers and count what is on disk: a video that finished as the run stopped is done."""
     from tqdm import tqdm
@@ -318,7 +323,7 @@ def process(todo: list[tuple[str, str]], args: argparse.Namespace, options: dict
     on_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a kill ends the run as cleanly as Ctrl-C
     on_sigint = signal.getsignal(signal.SIGINT)
     progress = tqdm(total=len(todo), desc=f"preprocess {shard.index}/{shard.count}", unit="video", disable=None)
-    results = run_jobs(todo, job, args.workers)
+    results = engine.run(todo, job)
     try:
         for item, outcome in results:
             progress.update()
