@@ -79,11 +79,13 @@ ENGINES = ("local", "ray")
 @dataclass(frozen=True)
 class Engine:
     """Where per-input jobs run: ``local``, ``workers`` processes of this machine (default 1); or ``ray``,
-    tasks of the Ray cluster at ``address`` (``None``: a Ray started here of ``workers`` CPUs, default all)."""
+    tasks of the Ray cluster at ``address`` (``None``: a Ray started here of ``workers`` CPUs, default all),
+    each given a CPU and ``gpus`` GPUs (0: none)."""
 
     name: str = "local"
     workers: int | None = None
     address: str | None = None
+    gpus: float = 0.0
 
     def run(self, items: Sequence[T], job: Callable[[T], Outcome]) -> Iterator[tuple[T, Outcome]]:
         """``(item, outcome)`` for every item, in the order they finish (see :func:`run_jobs`); closing it
@@ -91,7 +93,7 @@ class Engine:
         if self.name == "ray":
             from .ray_engine import run_on_ray
 
-            return run_on_ray(items, job, self.address, self.workers)
+            return run_on_ray(items, job, self.address, self.workers, self.gpus)
         return run_jobs(items, job, self.workers or 1)
 
 

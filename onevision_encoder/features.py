@@ -31,6 +31,7 @@ from .model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .video import chunk_visible_indices, frame_positions, indices_to_positions, mosaic
 
 if TYPE_CHECKING:  # imported where used: the evaluation package imports this module
+    from .batch import Outcome
     from .evaluation.store import FeatureStore
 
 MODES = ("image", "chunk", "codec")
@@ -292,6 +293,23 @@ def extract_part(job: EncodeJob, part: int, on_input: Callable[[], None] | None 
     encoded, failures = encode_rows(job, rows, on_input)
     store.write_part(part, encoded, failures)
     return PartOutcome(part, "written", len(rows), tuple(failures), time.perf_counter() - started)
+
+
+def extract_part_job(job: EncodeJob, part: int) -> Outcome:
+    """:func:`extract_part` as a job of a batch engine (:meth:`~.batch.Engine.run`: worker processes, Ray
+    tasks): ``done`` once the part is on disk (its inputs' failures recorded in it), ``fault`` when the
+    folder cannot be written. Any other error is the part's failure, which the engine records."""
+    from .batch import DONE, FAULT, Outcome
+    from .files import storage_fault
+
+    try:
+        extract_part(job, part)
+    except OSError as error:
+        reason = storage_fault(error)
+        if reason is None:
+            raise
+        return Outcome(FAULT, message=f"{reason}: {job.out}")
+    return Outcome(DONE)
 
 
 def open_job(job: EncodeJob) -> FeatureStore:

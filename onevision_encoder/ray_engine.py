@@ -47,17 +47,24 @@ def ray_installed() -> bool:
 
 
 def run_on_ray(
-    items: Sequence[T], job: Callable[[T], Outcome], address: str | None = None, cpus: int | None = None
+    items: Sequence[T],
+    job: Callable[[T], Outcome],
+    address: str | None = None,
+    cpus: int | None = None,
+    gpus: float = 0.0,
 ) -> Iterator[tuple[T, Outcome]]:
     """``(item, outcome)`` for every item as Ray tasks finish them. ``job`` and the items must pickle, and
     the worker nodes must have this package installed. Ray is the one this process already joined, else
     the cluster at ``address`` (``"auto"``: the one running on this machine; ``HOST:PORT``: its head
-    node), else a Ray started here for the run, of ``cpus`` CPUs (``None``: all of this machine's)."""
+    node), else a Ray started here for the run, of ``cpus`` CPUs (``None``: all of this machine's). Each
+    task holds a CPU and ``gpus`` GPUs, so Ray runs as many at once as the free resources allow."""
     import ray
 
     started = _join(ray, address, cpus)
     try:
-        task = ray.remote(_attempt_in_task).options(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)
+        task = ray.remote(_attempt_in_task).options(
+            num_cpus=1, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=False
+        )
         shipped, directory = ray.put(job), os.getcwd()
         waiting = iter(items)
         running: dict[Any, T] = {}

@@ -185,3 +185,48 @@ def wait_for(condition, what, timeout_s=60):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def test_encode_hands_out_the_parts_of_a_feature_folder(cluster, tmp_path, parity_dir, capsys):
+    """`encode --engine ray` (and --workers 2 of the local engine) write the parts one process writes."""
+    import numpy as np
+    from PIL import Image
+
+    from onevision_encoder.cli.main import main
+    from onevision_encoder.evaluation import FeatureStore
+
+    data = tmp_path / "data"
+    make_clips(data, ["walk.mp4"])
+    for seed in range(4):
+        pixels = np.random.default_rng(seed).integers(0, 255, (56, 70, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / f"photo{seed}.png")
+    (data / "broken.mp4").write_bytes(b"not a video" * 40)
+    model = ["--model", parity_dir / "tiny", "--device", "cpu", "--clips-per-part", "2"]
+    stores = {}
+    for name, engine in (("one", []), ("ray", ["--engine", "ray"]), ("workers", ["--workers", "2"])):
+        code = main(["encode", *map(str, [data, *model, *engine, "--out", tmp_path / name])])
+        assert code == 1, capsys.readouterr()  # broken.mp4 failed, the others were encoded
+        stores[name] = FeatureStore.open(tmp_path / name)
+    output = capsys.readouterr()
+    assert output.err.count("broken.mp4") == 3
+    one = stores.pop("one")
+    assert one.missing_parts() == [] and len(one.failures()) == 1
+    for name, store in stores.items():
+        assert store.missing_parts() == [] and store.failures() == one.failures(), name
+        for row in range(6):
+            if row == 0:  # broken.mp4 (sorted first): recorded, no features
+                continue
+            for key, value in one.row(row).items():
+                assert np.array_equal(np.asarray(store.row(row)[key]), np.asarray(value)), (name, row, key)
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert (summary["encoded"], summary["failed"], summary["parts_done"]) == (5, 1, 3), name
+
+
+def test_encode_writes_one_file_in_one_process(tmp_path, parity_dir, capsys):
+    from onevision_encoder.cli.main import main
+
+    make_clips(tmp_path, ["walk.mp4"])
+    single = ["encode", tmp_path / "walk.mp4", "--model", parity_dir / "tiny", "--out", tmp_path / "f.safetensors"]
+    for engine in (["--engine", "ray"], ["--workers", "2"]):
+        assert main([*map(str, single), *engine]) == 2
+    assert capsys.readouterr().err.count("give --out a folder") == 2

@@ -2,23 +2,28 @@
 folder written in parts as they finish (datasets: flat memory, resumable, shardable, failures recorded).
 
 The folder's format and reader are the probe cache's (:mod:`..evaluation.store`); each part is the
-work of :func:`..features.extract_part`, which any engine can schedule: here one process runs the
-parts of its shard (``--shard i/n`` or torchrun's ``RANK``/``WORLD_SIZE``) one after the other.
+work of :func:`..features.extract_part`, which any engine can schedule: one process runs the parts of
+its shard (``--shard i/n`` or torchrun's ``RANK``/``WORLD_SIZE``) one after the other, or hands them to
+``--workers`` processes or to a Ray cluster (``--engine ray``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import io
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..media import MEDIA_PATTERNS, list_inputs, output_name
+from .engine_options import add_engine_options, engine_from_args
 from .options import (
     UsageError,
     add_command,
@@ -30,6 +35,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from ..batch import Engine
     from ..evaluation.store import FeatureStore
     from ..features import EncodeJob, PartOutcome
     from .preprocess_cmd import Shard
@@ -63,6 +69,7 @@ def add_parser(subparsers: Any) -> None:
             "onevision encode k400/ --model ./checkpoint --device cuda --dtype bfloat16 --out k400-features/",
             "onevision encode list.txt --model ./checkpoint --out features/ --shard 0/4",
             "torchrun --nproc_per_node 8 -m onevision_encoder encode videos/ --model ./checkpoint --out features/",
+            "onevision encode videos/ --model ./checkpoint --device cuda --engine ray --ray-address auto --out features/",
             "onevision encode photos/ --model ./checkpoint --mode image --native --out photo-features/",
         ],
     )
@@ -88,6 +95,7 @@ def add_parser(subparsers: Any) -> None:
         "--clips-per-part", type=at_least(1), default=64, help="inputs per part of a feature folder (default 64)"
     )
     parser.add_argument("--shard", help="i/n: encode every n-th part starting at i (default: RANK/WORLD_SIZE)")
+    add_engine_options(parser, unit="inputs")
     parser.add_argument("--out", required=True, type=Path, help="output .safetensors or .npz file, or folder")
 
 
@@ -141,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     if single and shard.count > 1:
         raise UsageError(f"{shard.count} processes (--shard or WORLD_SIZE) write a feature folder: give --out a folder")
+    engine = engine_from_args(args)
+    if single and (engine.name != "local" or (engine.workers or 1) > 1):
+        raise UsageError("--engine ray and --workers hand out the parts of a feature folder: give --out a folder")
     names, ignored = named_inputs(args.inputs)
     refuse_outputs_over_inputs(((path, args.out) for path in [*args.inputs, *names]), folders=not single)
 
@@ -162,7 +173,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
     )
-    return encode_file(job, args.out) if single else encode_folder(job, args.out, shard, ignored)
+    if single:
+        return encode_file(job, args.out)
+    if engine.name == "ray" and str(job.device).startswith("cuda"):
+        engine = dataclasses.replace(engine, gpus=1.0)  # each part's task holds a GPU of the cluster
+    return encode_folder(job, args.out, shard, ignored, engine)
 
 
 def _progress(total: int, description: str) -> Any:
@@ -207,9 +222,10 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int) -> int:
-    """The parts of this shard that are missing, one after the other, then the shard's summary (and the
-    whole folder's, once every part exists)."""
+def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int, engine: Engine | None = None) -> int:
+    """The parts of this shard that are missing, then the shard's summary (and the whole folder's, once
+    every part exists). The parts are encoded here one after the other, or by ``engine``'s workers (worker
+    processes, Ray tasks) in the order they are free."""
     from ..evaluation.store import INDEX_FILE, JobMismatchError
     from ..features import extract_part, open_job
     from ..files import folder_lock, storage_fault
@@ -234,8 +250,12 @@ def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int) -> int:
         try:
             total = sum(len(store.part_rows(part)) for part in todo)
             with _progress(total, f"encode {shard.index}/{shard.count}") as bar:
-                for number, part in enumerate(todo, 1):
-                    outcome = extract_part(job, part, bar.update)
+                if engine is None or (engine.name == "local" and (engine.workers or 1) == 1):
+                    finished = (extract_part(job, part, bar.update) for part in todo)
+                else:
+                    finished = _parts_of(engine, job, store, todo, bar)
+                for number, outcome in enumerate(finished, 1):
+                    part = outcome.part
                     outcomes.append(outcome)
                     for record in outcome.failures:
                         _report(record)
@@ -257,6 +277,24 @@ def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int) -> int:
             signal.signal(signal.SIGTERM, on_sigterm)
         seconds = time.perf_counter() - started
         return _summarise(store, shard, mine, len(mine) - len(todo), outcomes, ignored, interrupted, seconds)
+
+
+def _parts_of(engine: Engine, job: EncodeJob, store: FeatureStore, todo: list[int], bar: Any) -> Iterator[PartOutcome]:
+    """``todo``'s parts as ``engine``'s workers finish them, read back from disk. A part whose job failed
+    (the model, not an input: inputs' failures are recorded in their part) is reported and left to a rerun;
+    a folder that cannot be written stops the run."""
+    from ..batch import DONE, FAULT
+    from ..features import PartOutcome, extract_part_job
+
+    for part, outcome in engine.run(todo, functools.partial(extract_part_job, job)):
+        rows = len(store.part_rows(part))
+        bar.update(rows)
+        if outcome.status == FAULT:
+            raise OSError(f"{outcome.message} (the finished parts stay: rerun to resume)")
+        if outcome.status != DONE:
+            print(f"error: part {part} was not encoded ({outcome.error}: {outcome.message})", file=sys.stderr)
+            continue
+        yield PartOutcome(part, "written", rows, tuple(store.failures([part])))
 
 
 def _tally(store: FeatureStore, parts: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
