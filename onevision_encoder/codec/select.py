@@ -180,23 +180,35 @@ def _score_frames(
     # size: a stream whose frame size changes is scored on one geometry.
     work_hw = geometry.resized_hw[::-1] if turns % 2 else geometry.resized_hw
     reformatter = VideoReformatter()
-    # The last planes made, with their frames (kept alive, so identity is safe): a reference is often a frame
-    # sampled just before (dense sampling), or the anchor of several B frames.
-    recent: deque[tuple[Any, np.ndarray]] = deque(maxlen=RECENT_PLANES)
+    # The last planes asked for, with their frames (kept alive, so identity is safe): a reference is often a
+    # frame sampled just before (dense sampling), or the anchor of several B frames. Planes are made on the
+    # workers, so that this thread only decodes: a plane job is always submitted before the score job that
+    # waits for it, so a worker never waits for a job still queued behind it.
+    recent: deque[tuple[Any, Future[np.ndarray]]] = deque(maxlen=RECENT_PLANES)
 
-    def plane(frame: Any) -> np.ndarray:
+    def plane(pool: ThreadPoolExecutor, frame: Any) -> Future[np.ndarray]:
         for known, luma in recent:
             if known is frame:
                 return luma
-        luma = luma_at(frame, work_hw)
+        luma = pool.submit(luma_at, frame, work_hw)
         recent.append((frame, luma))
         return luma
 
-    def score(sample: DecodedSample, luma: np.ndarray, reference: np.ndarray | None) -> FrameScores:
+    def score(sample: DecodedSample, luma: Future[np.ndarray], reference: Future[np.ndarray] | None) -> FrameScores:
         vectors = None if motion == "estimate" else sample.motion_vectors
         # The vectors (and estimated motion) are in pixels of this frame's own size.
         luma_hw = (sample.frame.height, sample.frame.width)
-        return score_frame(luma, reference, vectors, sample.is_intra, luma_hw, info.rotation, geometry, config, motion)
+        return score_frame(
+            luma.result(),
+            None if reference is None else reference.result(),
+            vectors,
+            sample.is_intra,
+            luma_hw,
+            info.rotation,
+            geometry,
+            config,
+            motion,
+        )
 
     scores: dict[int, FrameScores] = {}
     frames: dict[int, np.ndarray] = {}
@@ -204,8 +216,9 @@ def _score_frames(
     workers = SCORING_THREADS
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for sample in reader.samples(frame_ids):
-            reference = None if sample.reference is None else plane(sample.reference)
-            pending.append((sample.frame_index, pool.submit(score, sample, plane(sample.frame), reference)))
+            reference = None if sample.reference is None else plane(pool, sample.reference)
+            luma = plane(pool, sample.frame)
+            pending.append((sample.frame_index, pool.submit(score, sample, luma, reference)))
             if keep_frames:
                 rgb = rgb_at(sample.frame, work_hw, reformatter)
                 frames[sample.frame_index] = geometry.to_canvas(np.rot90(rgb, turns))
