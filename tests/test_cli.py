@@ -251,6 +251,8 @@ def test_interrupted_preprocess_leaves_no_partial_files(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal: a test run started in the background (nohup, `&`) passes SIGINT on ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not finished_videos(out) and time.monotonic() < deadline:
