@@ -37,6 +37,8 @@ _EXPORTS = {
     "OneVisionEncoderVideoProcessor": ".model",
     "OneVisionEncoderModel": ".model",
     "OneVisionEncoderPreTrainedModel": ".model",
+    "OneVisionLlavaConfig": ".model",
+    "OneVisionLlavaForConditionalGeneration": ".model",
     "PackedEncoderOutput": ".model",
     "TokenLayout": ".model",
     "vision_tower_features": ".model",

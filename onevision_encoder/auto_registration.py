@@ -21,11 +21,12 @@ MODEL_PACKAGE = "onevision_encoder.model"
 
 
 def register() -> None:
-    """Register the config, the models (encoder, video classifier) and the image processor with transformers'
-    Auto classes (idempotent).
+    """Register the configs, the models (encoder, video classifier, LMM) and the image processor with
+    transformers' Auto classes (idempotent).
 
     Called by the model package once its classes exist.
     """
+    import transformers
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForVideoClassification
     from transformers.utils import is_torchvision_available
 
@@ -34,6 +35,8 @@ def register() -> None:
         OneVisionEncoderForVideoClassification,
         OneVisionEncoderImageProcessor,
         OneVisionEncoderModel,
+        OneVisionLlavaConfig,
+        OneVisionLlavaForConditionalGeneration,
     )
 
     AutoConfig.register(OneVisionEncoderConfig.model_type, OneVisionEncoderConfig, exist_ok=True)
@@ -44,6 +47,12 @@ def register() -> None:
     AutoImageProcessor.register(
         OneVisionEncoderConfig, slow_image_processor_class=OneVisionEncoderImageProcessor, exist_ok=True
     )
+    AutoConfig.register(OneVisionLlavaConfig.model_type, OneVisionLlavaConfig, exist_ok=True)
+    # transformers >= 4.46 has this Auto class; the LMM still loads by its own class without it.
+    if hasattr(transformers, "AutoModelForImageTextToText"):
+        transformers.AutoModelForImageTextToText.register(
+            OneVisionLlavaConfig, OneVisionLlavaForConditionalGeneration, exist_ok=True
+        )
     # The video processor needs torchvision, an optional dependency: without it AutoVideoProcessor stays
     # unregistered and the class itself raises an ImportError that says what to install.
     if is_torchvision_available():

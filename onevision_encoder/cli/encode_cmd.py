@@ -69,7 +69,7 @@ def add_parser(subparsers: Any) -> None:
             "onevision encode k400/ --model ./checkpoint --device cuda --dtype bfloat16 --out k400-features/",
             "onevision encode list.txt --model ./checkpoint --out features/ --shard 0/4",
             "torchrun --nproc_per_node 8 -m onevision_encoder encode videos/ --model ./checkpoint --out features/",
-            "onevision encode videos/ --model ./checkpoint --device cuda --engine ray --ray-address auto --out features/",
+            "onevision encode videos/ --model ./ckpt --device cuda --engine ray --ray-address auto --out features/",
             "onevision encode photos/ --model ./checkpoint --mode image --native --out photo-features/",
         ],
     )

@@ -4,6 +4,7 @@ from ..auto_registration import register as register_with_transformers_auto_clas
 from .classification import AttentiveProbe, OneVisionEncoderForVideoClassification
 from .configuration import PRESETS, OneVisionEncoderConfig
 from .image_processing import OneVisionEncoderImageProcessor
+from .llava import OneVisionLlavaConfig, OneVisionLlavaForConditionalGeneration
 from .loading import DamagedCheckpointError, HubUnreachableError
 from .modeling import (
     CheckpointMismatchError,
@@ -26,6 +27,8 @@ __all__ = [
     "OneVisionEncoderVideoProcessor",
     "OneVisionEncoderModel",
     "OneVisionEncoderPreTrainedModel",
+    "OneVisionLlavaConfig",
+    "OneVisionLlavaForConditionalGeneration",
     "PackedEncoderOutput",
     "TokenLayout",
     "TowerFeatures",
