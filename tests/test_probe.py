@@ -337,7 +337,8 @@ def test_export_of_a_codec_probe_reproduces_its_features(dataset, tmp_path):
     from onevision_encoder.cli.probe_cmd import export_classifier
     from onevision_encoder.evaluation import AttentiveProbe
 
-    spec = FeatureSpec(str(dataset / "model"), "codec", num_patches=2048)
+    # Not the preset's K and side: the processor must keep the probe's (K = 1152 at 168: 8 frames of 144 patches).
+    spec = FeatureSpec(str(dataset / "model"), "codec", num_patches=1152, resolution=168)
     torch.manual_seed(0)
     probe = AttentiveProbe(64, 3)
     export_classifier(tmp_path / "codec", spec, probe, ["a", "b", "c"], 0.1)
@@ -358,7 +359,6 @@ def test_export_of_a_codec_probe_reproduces_its_features(dataset, tmp_path):
         (["--export", "{out}"], r"--export: .* would replace"),
         (["--export", "{existing}"], r"--export: .*existing already exists"),
         (["--export", "{new}", "--mode", "baseline"], r"baseline encoder's probe cannot be exported"),
-        (["--export", "{new}", "--mode", "codec", "-k", "4096"], r"export a probe of -k 2048 --resolution 224"),
     ],
 )
 def test_export_refuses_folders_it_must_not_write(dataset, tmp_path, capsys, extra, message):

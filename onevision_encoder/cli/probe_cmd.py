@@ -19,8 +19,7 @@ if TYPE_CHECKING:
     from ..model import OneVisionEncoderVideoProcessor
 
 REPORT_FILES = ("results.json", "predictions.csv", "curves.png")  # what evaluation.report writes into OUT
-# Codec sampling of the video processor selects with select_patches' defaults (the encoder preset), whatever
-# it was saved with, so only probes of those settings export.
+# The probe's codec mode selects with the encoder preset (its patch size and 64 frames), K and side its own.
 CODEC_EXPORT = SelectionOptions.resolve()
 
 
@@ -64,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the trained probe with its encoder as a OneVisionEncoderForVideoClassification into the "
         "new folder DIR (weights, config with the class names, the video processor that makes the probe's inputs): "
         "AutoModelForVideoClassification.from_pretrained(DIR), pipeline('video-classification', model=DIR); "
-        f"chunk mode with 8 frames, codec mode with -k {CODEC_EXPORT.num_patches} at {CODEC_EXPORT.size}",
+        "chunk and codec modes",
     )
 
 
@@ -149,12 +148,6 @@ def _check_export(args: argparse.Namespace, inputs: list[Path]) -> None:
     if args.mode == "baseline":
         raise UsageError("argument --export: a baseline encoder's probe cannot be exported (chunk and codec modes)")
     # The exported video processor must give the model the very inputs the probe's features came from.
-    if args.mode == "codec" and (args.num_patches, args.resolution) != (CODEC_EXPORT.num_patches, CODEC_EXPORT.size):
-        raise UsageError(
-            f"argument --export: the video processor's codec sampling selects the encoder preset's "
-            f"K={CODEC_EXPORT.num_patches} patches at {CODEC_EXPORT.size} pixels whatever it is saved with; export "
-            f"a probe of -k {CODEC_EXPORT.num_patches} --resolution {CODEC_EXPORT.size}"
-        )
     if importlib.util.find_spec("torchvision") is None:
         raise UsageError(
             "argument --export: the exported video processor needs torchvision: pip install 'onevision-encoder[video]'"
@@ -213,8 +206,10 @@ def video_processor(spec: FeatureSpec, patch_size: int) -> OneVisionEncoderVideo
     """The video processor that turns a video file into the model inputs the probe's features were made of."""
     from ..model import OneVisionEncoderVideoProcessor
 
-    if spec.mode == "codec":
-        return OneVisionEncoderVideoProcessor(sampling="codec")
+    if spec.mode == "codec":  # the probe's selection: the encoder preset with its K and side
+        return OneVisionEncoderVideoProcessor(
+            sampling="codec", num_patches=spec.num_patches, selection_size=spec.resolution
+        )
     side = spec.resolution
     return OneVisionEncoderVideoProcessor(
         sampling="uniform",

@@ -84,6 +84,7 @@ class OneVisionEncoderVideoProcessorKwargs(VideosKwargs, total=False):
     patch_size: int
     temporal_size: int
     frame_rounding: str
+    selection_size: int
     frame_range: tuple[int, int]
     allow_truncated: bool
     preset: str
@@ -135,6 +136,9 @@ class OneVisionEncoderVideoProcessor(BaseVideoProcessor):
     # Where uniform frames sit on the virtual grid: "floor" (the model card's floor(linspace(0, 63, T))) or
     # "round" (the release's attentive probe, round(i / (T - 1) * 63)); they differ for T = 16.
     frame_rounding = "floor"
+    # Codec sampling's model input side (select_patches' ``size``), kept with the processor: its own ``size``
+    # is uniform sampling's frame size. None: the selection preset's.
+    selection_size = None
 
     def __init__(self, **kwargs: Unpack[OneVisionEncoderVideoProcessorKwargs]) -> None:
         super().__init__(**kwargs)
@@ -301,6 +305,9 @@ class OneVisionEncoderVideoProcessor(BaseVideoProcessor):
 
         # None: the selection's own default (transformers 5's pipeline passes num_frames=None, say).
         options = {key: value for key, value in kwargs.items() if key in SELECTION_OPTIONS and value is not None}
+        selection_size = kwargs.get("selection_size") or self.selection_size
+        if "size" not in options and selection_size is not None:
+            options["size"] = int(selection_size)
         # The selection's frames are already at its geometry, which its indices refer to.
         overrides = {k: v for k, v in kwargs.items() if v is not None and k not in options}
         settings = self._frame_settings({**overrides, "do_resize": False, "do_center_crop": False})
