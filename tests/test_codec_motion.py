@@ -38,7 +38,7 @@ CLIPS = [
     # optical flow aliases by whole periods on a panning periodic texture, differently from region to region,
     # unless it is measured from the picture's dominant shift (before that: 0.46-0.59)
     ("hevc", "tiles", 2, 2, 1),
-    ("hevc", "tiles", 2, -1, 2),
+    ("hevc", "tiles", 2, -1, 0),  # the most common vector a pixel off (0.894 before the best alignment)
 ]
 
 

@@ -81,6 +81,34 @@ def dominant_shift(flow: np.ndarray) -> tuple[int, int]:
     return column + int(low[0]), row + int(low[1])
 
 
+ALIGNMENT_GAIN = 0.8  # a neighbour replaces the flow's most common vector only if it differs at most this much
+
+
+def best_alignment(luma: np.ndarray, reference_luma: np.ndarray, shift: tuple[int, int]) -> tuple[int, int]:
+    """``shift``, or the whole-pixel neighbour whose shifted reference (``reference(x + s)``) differs clearly
+    less from ``luma`` (mean absolute difference inside the margin every candidate keeps, at most
+    :data:`ALIGNMENT_GAIN` times ``shift``'s): on a periodic texture the flow's most common vector may be a
+    pixel off where its sub-pixel values straddle a rounding boundary. Between near-equal neighbours (a
+    motion of a pixel and a half) the flow's own choice stands."""
+    margin = max(abs(shift[0]), abs(shift[1])) + 1
+    height, width = luma.shape
+    if 2 * margin >= min(height, width) // 2:
+        return shift
+    inner = luma[margin : height - margin, margin : width - margin]
+
+    def difference(x: int, y: int) -> float:
+        moved = reference_luma[margin + y : height - margin + y, margin + x : width - margin + x]
+        return cv2.norm(inner, moved, cv2.NORM_L1)
+
+    best, best_difference = shift, difference(*shift) * ALIGNMENT_GAIN
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            candidate = (shift[0] + dx, shift[1] + dy)
+            if candidate != shift and (value := difference(*candidate)) < best_difference:
+                best, best_difference = candidate, value
+    return best
+
+
 def estimate_motion(luma: np.ndarray, reference_luma: np.ndarray, luma_hw: tuple[int, int]) -> np.ndarray:
     """Dense optical flow (OpenCV DIS) from the current frame to its reference, as the codec field.
 
@@ -96,6 +124,7 @@ def estimate_motion(luma: np.ndarray, reference_luma: np.ndarray, luma_hw: tuple
     flow = _dis().calc(luma, reference_luma, None)
     shift_x, shift_y = dominant_shift(flow)
     if shift_x or shift_y:  # a whole-pixel shift: exact samples, no interpolation
+        shift_x, shift_y = best_alignment(luma, reference_luma, (shift_x, shift_y))
         matrix = np.float32([[1, 0, shift_x], [0, 1, shift_y]])
         flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
         size = (luma.shape[1], luma.shape[0])
