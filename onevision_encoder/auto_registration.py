@@ -21,13 +21,13 @@ MODEL_PACKAGE = "onevision_encoder.model"
 
 
 def register() -> None:
-    """Register the configs, the models (encoder, video classifier, LMM) and the image processor with
-    transformers' Auto classes (idempotent).
+    """Register the configs, the models (encoder, video classifier, LMM), the image processor and the LMM's
+    processor with transformers' Auto classes (idempotent).
 
     Called by the model package once its classes exist.
     """
     import transformers
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForVideoClassification
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForVideoClassification, AutoProcessor
     from transformers.utils import is_torchvision_available
 
     from .model import (
@@ -37,6 +37,7 @@ def register() -> None:
         OneVisionEncoderModel,
         OneVisionLlavaConfig,
         OneVisionLlavaForConditionalGeneration,
+        OneVisionLlavaProcessor,
     )
 
     AutoConfig.register(OneVisionEncoderConfig.model_type, OneVisionEncoderConfig, exist_ok=True)
@@ -53,6 +54,7 @@ def register() -> None:
         transformers.AutoModelForImageTextToText.register(
             OneVisionLlavaConfig, OneVisionLlavaForConditionalGeneration, exist_ok=True
         )
+    AutoProcessor.register(OneVisionLlavaConfig, OneVisionLlavaProcessor, exist_ok=True)
     # The video processor needs torchvision, an optional dependency: without it AutoVideoProcessor stays
     # unregistered and the class itself raises an ImportError that says what to install.
     if is_torchvision_available():

@@ -4,7 +4,8 @@ from ..auto_registration import register as register_with_transformers_auto_clas
 from .classification import AttentiveProbe, OneVisionEncoderForVideoClassification
 from .configuration import PRESETS, OneVisionEncoderConfig
 from .image_processing import OneVisionEncoderImageProcessor
-from .llava import OneVisionLlavaConfig, OneVisionLlavaForConditionalGeneration
+from .llava import OneVisionLlavaConfig, OneVisionLlavaForConditionalGeneration, vision_token_count
+from .llava_processing import OneVisionLlavaProcessor
 from .loading import DamagedCheckpointError, HubUnreachableError
 from .modeling import (
     CheckpointMismatchError,
@@ -29,9 +30,11 @@ __all__ = [
     "OneVisionEncoderPreTrainedModel",
     "OneVisionLlavaConfig",
     "OneVisionLlavaForConditionalGeneration",
+    "OneVisionLlavaProcessor",
     "PackedEncoderOutput",
     "TokenLayout",
     "TowerFeatures",
+    "vision_token_count",
     "vision_tower_features",
 ]
 

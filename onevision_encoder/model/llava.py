@@ -40,6 +40,23 @@ DEFAULT_TEXT_MODEL_TYPE = "qwen2"
 VISION_INPUTS = ("pixel_values", "pixel_values_videos", "video_positions_thw")
 
 
+def vision_token_count(shape: tuple[int, ...] | torch.Size, patch_size: int, spatial_merge: int) -> int:
+    """Language-model tokens the tower makes for one image ``[C, H, W]`` or video ``[T, C, H, W]``.
+
+    Every frame's ``H/p x W/p`` patch grid is merged in ``m x m`` blocks (:func:`vision_tower_features`), so
+    ``T * (H/p/m) * (W/p/m)``; a side that is not a multiple of ``p * m`` is refused, as the tower refuses it.
+    """
+    side = patch_size * spatial_merge
+    height, width = shape[-2:]
+    if height % side or width % side:
+        raise ValueError(
+            f"a {height}x{width} frame does not split into {side}x{side} pixel blocks (patch {patch_size}, "
+            f"merge {spatial_merge}): sides must be multiples of {side}"
+        )
+    frames = shape[0] if len(shape) == 4 else 1
+    return frames * (height // side) * (width // side)
+
+
 def _text_config(value: PretrainedConfig | dict[str, Any] | None) -> PretrainedConfig:
     if isinstance(value, PretrainedConfig):
         return value

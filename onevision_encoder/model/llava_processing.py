@@ -1,0 +1,238 @@
+"""The LMM probe's processor: text with ``<image>`` / ``<video>`` placeholders, images and codec videos, to the
+inputs of :class:`~onevision_encoder.model.llava.OneVisionLlavaForConditionalGeneration`.
+
+Each placeholder becomes exactly as many placeholder tokens as the vision tower makes for its image or video
+(:func:`~onevision_encoder.model.llava.vision_token_count`, the model's own rule), so the model's
+placeholder-count check holds by construction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ProcessorMixin
+from transformers.feature_extraction_utils import BatchFeature
+
+from .image_processing import OneVisionEncoderImageProcessor
+from .llava import VISION_INPUTS, vision_token_count
+
+# select_patches keywords the processor fixes: --pack is defined for the lmm preset, and mosaics need the frames.
+FIXED_SELECTION = {"preset": "lmm", "keep_frames": True}
+
+VideoInput = str | os.PathLike[str] | Any  # a --pack folder, a video file, or a CodecSelection with its frames
+
+
+class OneVisionLlavaProcessor(ProcessorMixin):
+    """Tokenizer + :class:`OneVisionEncoderImageProcessor` for ``OneVisionLlavaForConditionalGeneration``.
+
+    ``processor(text=..., images=..., videos=...)`` expands the ``n``-th ``image_token`` of the text(s) into as
+    many copies as the ``n``-th image makes vision tokens (likewise ``video_token``), tokenizes, and returns
+    ``input_ids``, ``attention_mask``, ``pixel_values`` (list of ``[C, H, W]``), ``pixel_values_videos`` (list of
+    ``[T, C, H, W]``) and ``video_positions_thw`` (list of ``[T * H/p * W/p, 3]``), ready for ``model(**inputs)``.
+
+    - Images are resized at native resolution (the image processor's ``native`` mode) to sides that are
+      multiples of ``patch_size * spatial_merge``: ``(H/p/m) * (W/p/m)`` tokens each.
+    - A video is a ``onevision preprocess --pack`` folder (``mosaic_K.*`` and ``positions_thw.npy``), a video file
+      (selected now with ``select_patches(path, preset="lmm", keep_frames=True, **video_selection)`` and packed
+      by the same code as ``--pack``), or a ``CodecSelection`` made with ``keep_frames=True``. Its mosaics give
+      ``T * (H/p/m) * (W/p/m)`` tokens.
+
+    Args:
+        image_processor: The encoder's image processor; its ``patch_size`` must be the encoder's.
+        tokenizer: The language model's tokenizer, holding ``image_token`` and ``video_token`` (added tokens).
+        chat_template: Unused here (``apply_chat_template`` is the tokenizer's); kept for transformers' API.
+        image_token, video_token: The placeholder strings (their ids are the model's ``image_token_id`` /
+            ``video_token_id``).
+        spatial_merge: The model's ``spatial_merge``.
+        video_selection: Further ``select_patches`` keywords for video files (``num_patches``, ``size``,
+            ``patch_size``, ``num_frames``, ...); ``preset`` and ``keep_frames`` are fixed.
+    """
+
+    # transformers 4.x finds the parts through these; 5.x reads them from __init__'s signature (and warns on them).
+    if hasattr(ProcessorMixin, "attributes"):
+        attributes = ["image_processor", "tokenizer"]
+        image_processor_class = "AutoImageProcessor"
+        tokenizer_class = "AutoTokenizer"
+
+    def __init__(
+        self,
+        image_processor: OneVisionEncoderImageProcessor | None = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+        image_token: str = "<image>",
+        video_token: str = "<video>",
+        spatial_merge: int = 2,
+        video_selection: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        fixed = sorted(set(video_selection or {}) & set(FIXED_SELECTION))
+        if fixed:
+            raise ValueError(f"video_selection may not set {fixed}: videos are selected with {FIXED_SELECTION}")
+        if spatial_merge < 1:
+            raise ValueError(f"spatial_merge must be >= 1, got {spatial_merge}")
+        self.image_token = image_token
+        self.video_token = video_token
+        self.spatial_merge = spatial_merge
+        self.video_selection = dict(video_selection or {})
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    @property
+    def image_token_id(self) -> int:
+        return self._token_id(self.image_token)
+
+    @property
+    def video_token_id(self) -> int:
+        return self._token_id(self.video_token)
+
+    def _token_id(self, token: str) -> int:
+        ids = self.tokenizer.encode(token, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(
+                f"the tokenizer splits the placeholder {token!r} into {len(ids)} tokens: add it as one token "
+                f"(tokenizer.add_special_tokens(...)) and resize the model's embeddings"
+            )
+        return ids[0]
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return [*self.tokenizer.model_input_names, *VISION_INPUTS]
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        images: Any = None,
+        videos: VideoInput | list[VideoInput] | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Tokenized text with expanded placeholders and the vision inputs (see the class).
+
+        ``images`` and ``videos`` are one item, a list, or a list per text, in the order of their placeholders
+        over all texts. Other keywords go to the tokenizer; several texts are padded (``padding=True``) unless
+        ``padding`` says otherwise.
+        """
+        if text is None:
+            raise ValueError("text is needed: its placeholders say where the images and videos go")
+        texts = [text] if isinstance(text, str) else list(text)
+        images, videos = _flat(images), _flat(videos)
+        for token, media, kind in ((self.image_token, images, "image"), (self.video_token, videos, "video")):
+            placeholders = sum(sample.count(token) for sample in texts)
+            if placeholders != len(media):
+                raise ValueError(
+                    f"the text holds {placeholders} {token} placeholder(s) but {len(media)} {kind}(s) were given: "
+                    f"one {token} per {kind}, in order"
+                )
+        data: dict[str, Any] = {}
+        counts = {self.image_token: [], self.video_token: []}
+        if images:
+            data["pixel_values"] = self.process_images(images)
+            counts[self.image_token] = [self.token_count(image) for image in data["pixel_values"]]
+        if videos:
+            packed = [self.process_video(video) for video in videos]
+            data["pixel_values_videos"] = [mosaics for mosaics, _ in packed]
+            data["video_positions_thw"] = [positions for _, positions in packed]
+            counts[self.video_token] = [self.token_count(mosaics) for mosaics in data["pixel_values_videos"]]
+        if len(texts) > 1:
+            kwargs.setdefault("padding", True)
+        encoded = self.tokenizer(self.expand(texts, counts), return_tensors=return_tensors, **kwargs)
+        return BatchFeature(data={**encoded, **data})
+
+    def token_count(self, pixels: torch.Tensor) -> int:
+        """Vision tokens of one processed image ``[C, H, W]`` or video ``[T, C, H, W]``."""
+        return vision_token_count(tuple(pixels.shape), self.image_processor.patch_size, self.spatial_merge)
+
+    def expand(self, texts: list[str], counts: dict[str, list[int]]) -> list[str]:
+        """``texts`` with the ``n``-th occurrence of each placeholder repeated ``counts[placeholder][n]`` times."""
+        pattern = re.compile("|".join(re.escape(token) for token in counts))
+        next_item = dict.fromkeys(counts, 0)
+
+        def repeat(match: re.Match[str]) -> str:
+            token = match[0]
+            number = next_item[token]
+            next_item[token] += 1
+            return token * counts[token][number]
+
+        return [pattern.sub(repeat, sample) for sample in texts]
+
+    def process_images(self, images: list[Any]) -> list[torch.Tensor]:
+        """Each image at native resolution, sides multiples of ``patch_size * spatial_merge``: ``[C, H, W]``."""
+        step = self.image_processor.patch_size * self.spatial_merge
+        pixels = self.image_processor(images=images, mode="native", patch_size=step, return_tensors="pt")
+        return list(pixels["pixel_values"])
+
+    def process_video(self, video: VideoInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """A video's normalised mosaics ``[T, C, H, W]`` and their patches' (t, h, w) ``[T * H/p * W/p, 3]``."""
+        from ..codec import CodecSelection
+
+        if isinstance(video, CodecSelection):
+            return self._pack_selection(video)
+        path = Path(video)
+        if path.is_dir():
+            return self.load_pack(path)
+        from ..codec import select_patches
+
+        return self._pack_selection(select_patches(path, **self.video_selection, **FIXED_SELECTION))
+
+    def _pack_selection(self, selection: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..cli.preprocess_cmd import write_pack
+
+        # The pack code itself, so the mosaics and positions are those of --pack; PNG keeps the pixels exact.
+        with tempfile.TemporaryDirectory(prefix="onevision-pack-") as folder:
+            write_pack(selection, Path(folder), "png")
+            return self.load_pack(Path(folder))
+
+    def load_pack(self, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mosaics and positions of a ``preprocess --pack`` folder, normalised by the image processor."""
+        from ..cli.preprocess_cmd import POSITIONS_FILE, mosaic_names
+
+        names = mosaic_names(folder)
+        if not names or not (folder / POSITIONS_FILE).is_file():
+            raise ValueError(
+                f"{folder} is not a `onevision preprocess --pack` folder (mosaic_K.* and {POSITIONS_FILE})"
+            )
+        mosaics = []
+        for name in names:
+            with Image.open(folder / name) as image:
+                mosaics.append(np.asarray(image.convert("RGB")))
+        # The mosaics are already at the model's geometry: rescaled and normalised only.
+        pixels = self.image_processor(
+            images=mosaics, mode="crop", do_resize=False, do_center_crop=False, return_tensors="pt"
+        )["pixel_values"]
+        positions = torch.from_numpy(np.load(folder / POSITIONS_FILE).astype(np.int64))
+        frames, _, height, width = pixels.shape
+        patch = self.image_processor.patch_size
+        patches = frames * (height // patch) * (width // patch)
+        if height % patch or width % patch or positions.shape != (patches, 3):
+            raise ValueError(
+                f"{folder}: {frames} mosaics of {height}x{width} in {patch}-pixel patches make {patches} patches, but "
+                f"{POSITIONS_FILE} holds {tuple(positions.shape)}: the selection's patch size must be the encoder's "
+                f"(select with --patch-size {patch})"
+            )
+        return pixels, positions
+
+    def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:
+        """The tokenizer's ``apply_chat_template`` (the language model's template), unchanged.
+
+        Write ``<image>`` / ``<video>`` into the messages' text where the media go and pass ``tokenize=False``
+        to get the prompt for ``processor(text=...)``.
+        """
+        return self.tokenizer.apply_chat_template(conversation, chat_template=chat_template, **kwargs)
+
+
+def _flat(items: Any) -> list[Any]:
+    """One item, a list of items, or a list of per-text lists, as one list in placeholder order."""
+    if items is None:
+        return []
+    if not isinstance(items, (list, tuple)):
+        return [items]
+    flat: list[Any] = []
+    for item in items:
+        flat.extend(item if isinstance(item, (list, tuple)) else [item])
+    return flat
