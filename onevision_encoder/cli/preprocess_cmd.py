@@ -156,17 +156,12 @@ def process_video(
 def write_pack(selection: Any, folder: Path, image_format: str) -> None:
     """The release's packed LMM format: mosaics in ascending index order, and their positions."""
     import numpy as np
-    import torch
     from PIL import Image
-
-    from ..video import mosaic
 
     per_frame = selection.grid[1] * selection.grid[2]
     if selection.num_patches % per_frame:
         raise ValueError(f"--pack needs K to be a multiple of {per_frame} patches, got {selection.num_patches}")
-    clip = torch.from_numpy(selection.frames).permute(3, 0, 1, 2).unsqueeze(0)
-    tiles, _ = mosaic(clip, torch.from_numpy(selection.visible_indices), selection.patch_size)
-    for index, image in enumerate(tiles[0].permute(1, 2, 3, 0).numpy()):
+    for index, image in enumerate(selection.mosaic_frames()):
         Image.fromarray(image).save(folder / f"mosaic_{index}.{image_format}", quality=95)
     np.save(folder / POSITIONS_FILE, selection.positions_thw)
 

@@ -84,6 +84,20 @@ class CodecSelection:
             return {"pixel_values": tiles, "visible_indices": ordered}
         raise ValueError(f"path must be 'gather' or 'mosaic', got {path!r}")
 
+    def mosaic_frames(self) -> np.ndarray:
+        """The K patches of the kept frames re-tiled, in ascending index order, as uint8 pictures
+        ``[K/(Hp*Wp), H, W, 3]`` (the mosaics of ``preprocess --pack``); ``positions_thw`` places their patches."""
+        if self.frames is None:
+            raise ValueError(
+                "this selection holds no frames: call select_patches(..., keep_frames=True) (frames are not saved)"
+            )
+        per_frame = self.grid[1] * self.grid[2]
+        if self.num_patches % per_frame:
+            raise ValueError(f"mosaics need K to be a multiple of {per_frame} patches, got {self.num_patches}")
+        clip = torch.from_numpy(self.frames).permute(3, 0, 1, 2).unsqueeze(0)
+        tiles, _ = mosaic(clip, torch.from_numpy(self.visible_indices), self.patch_size)
+        return tiles[0].permute(1, 2, 3, 0).numpy()
+
     # --- files -----------------------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike[str]) -> Path:

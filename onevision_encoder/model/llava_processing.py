@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -181,12 +180,9 @@ class OneVisionLlavaProcessor(ProcessorMixin):
         return self._pack_selection(select_patches(path, **self.video_selection, **FIXED_SELECTION))
 
     def _pack_selection(self, selection: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..cli.preprocess_cmd import write_pack
-
-        # The pack code itself, so the mosaics and positions are those of --pack; PNG keeps the pixels exact.
-        with tempfile.TemporaryDirectory(prefix="onevision-pack-") as folder:
-            write_pack(selection, Path(folder), "png")
-            return self.load_pack(Path(folder))
+        """The mosaics and positions ``--pack`` would write for ``selection``, made in memory."""
+        positions = torch.from_numpy(np.asarray(selection.positions_thw, dtype=np.int64))
+        return self._normalised_pack(list(selection.mosaic_frames()), positions, "the selection")
 
     def load_pack(self, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """The mosaics and positions of a ``preprocess --pack`` folder, normalised by the image processor."""
@@ -201,19 +197,25 @@ class OneVisionLlavaProcessor(ProcessorMixin):
         for name in names:
             with Image.open(folder / name) as image:
                 mosaics.append(np.asarray(image.convert("RGB")))
-        # The mosaics are already at the model's geometry: rescaled and normalised only.
+        positions = torch.from_numpy(np.load(folder / POSITIONS_FILE).astype(np.int64))
+        return self._normalised_pack(mosaics, positions, f"{folder}: {POSITIONS_FILE}")
+
+    def _normalised_pack(
+        self, mosaics: list[np.ndarray], positions: torch.Tensor, source: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 mosaics rescaled and normalised (they are already at the model's geometry), checked against
+        ``positions`` (from ``source``): one (t, h, w) per patch of the encoder's size."""
         pixels = self.image_processor(
             images=mosaics, mode="crop", do_resize=False, do_center_crop=False, return_tensors="pt"
         )["pixel_values"]
-        positions = torch.from_numpy(np.load(folder / POSITIONS_FILE).astype(np.int64))
         frames, _, height, width = pixels.shape
         patch = self.image_processor.patch_size
         patches = frames * (height // patch) * (width // patch)
         if height % patch or width % patch or positions.shape != (patches, 3):
             raise ValueError(
-                f"{folder}: {frames} mosaics of {height}x{width} in {patch}-pixel patches make {patches} patches, but "
-                f"{POSITIONS_FILE} holds {tuple(positions.shape)}: the selection's patch size must be the encoder's "
-                f"(select with --patch-size {patch})"
+                f"{frames} mosaics of {height}x{width} in {patch}-pixel patches make {patches} patches, but "
+                f"{source} holds {tuple(positions.shape)} positions: the selection's patch size must be the "
+                f"encoder's (select with --patch-size {patch})"
             )
         return pixels, positions
 
