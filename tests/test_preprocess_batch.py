@@ -21,6 +21,7 @@ import pytest
 
 from onevision_encoder import files
 from onevision_encoder.batch import DONE, FAILED, Outcome, run_in_workers
+from onevision_encoder.codec.result import PACK_POSITIONS_FILE
 
 ONEVISION = Path(sys.executable).with_name("onevision")
 
@@ -78,7 +79,7 @@ def fake(monkeypatch):
     def write_pack(selection, folder, image_format):
         for index in range(8):
             (folder / f"mosaic_{index}.{image_format}").write_bytes(b"")
-        (folder / preprocess_cmd.POSITIONS_FILE).write_bytes(b"")
+        (folder / PACK_POSITIONS_FILE).write_bytes(b"")
 
     monkeypatch.setattr(codec, "select_patches", select_patches)
     monkeypatch.setattr(preprocess_cmd, "write_pack", write_pack)

@@ -35,8 +35,6 @@ from .options import (
     selection_options,
 )
 
-POSITIONS_FILE = "positions_thw.npy"
-
 
 def add_parser(subparsers: Any) -> None:
     parser = add_command(
@@ -124,9 +122,9 @@ def output_folders(listing: InputListing, out: Path) -> dict[Path, Path]:
 
 
 def is_finished(folder: Path, pack: bool) -> bool:
-    from ..codec.result import META_FILE
+    from ..codec.result import META_FILE, PACK_POSITIONS_FILE
 
-    return (folder / META_FILE).is_file() and (not pack or (folder / POSITIONS_FILE).is_file())
+    return (folder / META_FILE).is_file() and (not pack or (folder / PACK_POSITIONS_FILE).is_file())
 
 
 def process_video(
@@ -158,16 +156,14 @@ def write_pack(selection: Any, folder: Path, image_format: str) -> None:
     import numpy as np
     from PIL import Image
 
+    from ..codec.result import PACK_POSITIONS_FILE
+
     per_frame = selection.grid[1] * selection.grid[2]
     if selection.num_patches % per_frame:
         raise ValueError(f"--pack needs K to be a multiple of {per_frame} patches, got {selection.num_patches}")
     for index, image in enumerate(selection.mosaic_frames()):
         Image.fromarray(image).save(folder / f"mosaic_{index}.{image_format}", quality=95)
-    np.save(folder / POSITIONS_FILE, selection.positions_thw)
-
-
-def mosaic_names(folder: Path) -> list[str]:
-    return sorted((p.name for p in folder.glob("mosaic_*")), key=lambda name: int(name.split("_")[1].split(".")[0]))
+    np.save(folder / PACK_POSITIONS_FILE, selection.positions_thw)
 
 
 @dataclass
@@ -190,6 +186,8 @@ def pack_conversations(
     """Rewrite the items whose video this shard packed; pass text and image items through unchanged;
     drop (with the reason) an item whose video failed or is not among the inputs. An item belongs to
     the shard of its video, an item without one to the shard of its number."""
+    from ..codec.result import PACK_POSITIONS_FILE, pack_mosaic_names
+
     inputs = {output_name(video, base): video for video in folders}
     numbers = {video: number for number, video in enumerate(folders)}
     packing = Packing()
@@ -207,8 +205,8 @@ def pack_conversations(
             continue  # another shard's video
         elif is_finished(folders[video], pack=True):
             name = output_name(video, base)
-            images = [f"{name}/{image}" for image in mosaic_names(folders[video])]
-            packing.items.append(packed_item(item, images, f"{name}/{POSITIONS_FILE}", where))
+            images = [f"{name}/{image}" for image in pack_mosaic_names(folders[video])]
+            packing.items.append(packed_item(item, images, f"{name}/{PACK_POSITIONS_FILE}", where))
             packing.rewritten += 1
             continue
         elif video in failures:

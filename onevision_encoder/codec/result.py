@@ -21,6 +21,13 @@ FRAME_IDS_FILE = "frame_ids.npy"
 SCORES_FILE = "scores.npy"
 ENCODER_INDICES_FILE = "visidx.npy"  # K ascending flat indices (encoder preset)
 LMM_POSITIONS_FILE = "visidx_thw.npy"  # K x 3 (t, h, w) in score order (lmm preset)
+# A packed selection (`preprocess --pack`, read by the LMM processor): mosaic_K.<format> + their patches' (t, h, w).
+PACK_POSITIONS_FILE = "positions_thw.npy"
+
+
+def pack_mosaic_names(folder: Path) -> list[str]:
+    """The mosaic files of a packed selection's ``folder``, in order (``mosaic_0``, ``mosaic_1``, ...)."""
+    return sorted((p.name for p in folder.glob("mosaic_*")), key=lambda name: int(name.split("_")[1].split(".")[0]))
 
 
 @dataclass

@@ -186,19 +186,19 @@ class OneVisionLlavaProcessor(ProcessorMixin):
 
     def load_pack(self, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """The mosaics and positions of a ``preprocess --pack`` folder, normalised by the image processor."""
-        from ..cli.preprocess_cmd import POSITIONS_FILE, mosaic_names
+        from ..codec.result import PACK_POSITIONS_FILE, pack_mosaic_names
 
-        names = mosaic_names(folder)
-        if not names or not (folder / POSITIONS_FILE).is_file():
+        names = pack_mosaic_names(folder)
+        if not names or not (folder / PACK_POSITIONS_FILE).is_file():
             raise ValueError(
-                f"{folder} is not a `onevision preprocess --pack` folder (mosaic_K.* and {POSITIONS_FILE})"
+                f"{folder} is not a `onevision preprocess --pack` folder (mosaic_K.* and {PACK_POSITIONS_FILE})"
             )
         mosaics = []
         for name in names:
             with Image.open(folder / name) as image:
                 mosaics.append(np.asarray(image.convert("RGB")))
-        positions = torch.from_numpy(np.load(folder / POSITIONS_FILE).astype(np.int64))
-        return self._normalised_pack(mosaics, positions, f"{folder}: {POSITIONS_FILE}")
+        positions = torch.from_numpy(np.load(folder / PACK_POSITIONS_FILE).astype(np.int64))
+        return self._normalised_pack(mosaics, positions, f"{folder}: {PACK_POSITIONS_FILE}")
 
     def _normalised_pack(
         self, mosaics: list[np.ndarray], positions: torch.Tensor, source: str
