@@ -14,8 +14,8 @@ from conftest import spawned_worker_pids
 from PIL import Image
 from safetensors.numpy import load_file
 
-from onevision_encoder.cli.conversations import with_images
 from onevision_encoder.codec import CodecSelection
+from onevision_encoder.conversations import with_images
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 ONEVISION = Path(sys.executable).with_name("onevision")

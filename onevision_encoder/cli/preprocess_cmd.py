@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..batch import DONE, FAILED, FAULT, Engine, Outcome, error_name
+from ..conversations import Conversations, ConversationsError, packed_item, read_conversations
 from ..files import atomic_directory, atomic_write, check_writable, folder_lock, remove_leftovers, storage_fault
 from ..media import VIDEO_PATTERNS, InputListing, list_inputs, output_name
-from .conversations import Conversations, packed_item, read_conversations
 from .engine_options import add_engine_options, engine_from_args
 from .options import (
     UsageError,
@@ -278,7 +278,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--conversations rewrites <video> into the packed mosaics: add --pack")
     options = selection_options(args)
     listing = list_inputs(args.source, args.include or VIDEO_PATTERNS)
-    conversations = read_conversations(args.conversations) if args.conversations else None
+    try:
+        conversations = read_conversations(args.conversations) if args.conversations else None
+    except ConversationsError as error:
+        raise UsageError(str(error)) from None
     files = {
         "failures": args.out / f"failures{shard.suffix}.jsonl",
         "summary": args.out / f"summary{shard.suffix}.json",

@@ -1,8 +1,8 @@
-"""LLaVA-style conversation files for ``onevision preprocess --pack``.
+"""LLaVA-style conversation files: read and checked for ``onevision preprocess --pack`` and ``lmm-train``.
 
-Read and checked before any video work (a bad file is a usage error naming the file and item),
-then each video item's ``<video>`` is rewritten into its packed mosaics' ``<image>`` tokens. The
-file keeps its format: a JSON array stays an array, JSONL stays JSONL.
+``preprocess --pack`` reads one before any video work (a bad file is a usage error naming the file and
+item), then rewrites each video item's ``<video>`` into its packed mosaics' ``<image>`` tokens, keeping
+the file's format (a JSON array stays an array, JSONL stays JSONL); ``lmm-train`` trains on the result.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .options import UsageError
-
 VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
+
+
+class ConversationsError(ValueError):
+    """A conversations file that cannot be used: the message names the file and the item."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def read_conversations(path: Path) -> Conversations:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path}: cannot read the conversations file ({error})") from None
+        raise ConversationsError(f"{path}: cannot read the conversations file ({error})") from None
     lines = not text.lstrip().startswith("[")
     if lines:
         items = []
@@ -54,12 +56,12 @@ def read_conversations(path: Path) -> Conversations:
                 try:
                     items.append(json.loads(line))
                 except json.JSONDecodeError as error:
-                    raise UsageError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+                    raise ConversationsError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
     else:
         try:
             items = json.loads(text)
         except json.JSONDecodeError as error:
-            raise UsageError(
+            raise ConversationsError(
                 f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
             ) from None
     conversations = Conversations(path, items, lines)
@@ -70,24 +72,24 @@ def read_conversations(path: Path) -> Conversations:
 
 def check_item(item: Any, where: str) -> None:
     if not isinstance(item, dict):
-        raise UsageError(f"{where} is not an object but {type(item).__name__}")
+        raise ConversationsError(f"{where} is not an object but {type(item).__name__}")
     if "video" not in item:
         return
     if not isinstance(item["video"], str):
-        raise UsageError(f"{where}: 'video' must be one path (a string), not {type(item['video']).__name__}")
+        raise ConversationsError(f"{where}: 'video' must be one path (a string), not {type(item['video']).__name__}")
     if "image" in item:
-        raise UsageError(f"{where}: has both 'video' and 'image' (the packed video becomes the images)")
+        raise ConversationsError(f"{where}: has both 'video' and 'image' (the packed video becomes the images)")
     check_turns(item.get("conversations"), where)
 
 
 def check_turns(turns: Any, where: str) -> None:
     if not isinstance(turns, list) or not all(isinstance(turn, dict) for turn in turns):
-        raise UsageError(f"{where}: 'conversations' must be a list of turns (objects)")
+        raise ConversationsError(f"{where}: 'conversations' must be a list of turns (objects)")
     if not turns:
-        raise UsageError(f"{where}: no conversation turns")
+        raise ConversationsError(f"{where}: no conversation turns")
     count = sum(_text(turn).count(VIDEO_TOKEN) for turn in turns)
     if count > 1:
-        raise UsageError(f"{where}: {count} {VIDEO_TOKEN} placeholders for one video")
+        raise ConversationsError(f"{where}: {count} {VIDEO_TOKEN} placeholders for one video")
 
 
 def with_images(turns: list[dict[str, Any]], tokens: str, where: str) -> list[dict[str, Any]]:
