@@ -1,4 +1,4 @@
-"""Per-head batches as the release composed them (see ``shared/reference/training.md``).
+"""Per-head batches, composed as the released model's training composed them:
 
 * image head: random resized crop (area 0.7-1, aspect 0.8-1.25) and flip, at the head's resolution;
 * OCR head: resize and centre crop, no flip;
