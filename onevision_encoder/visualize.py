@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .codec.result import CodecSelection
 from .files import atomic_write
 from .video.encode import write_video
+from .video.normalisation import LUMA
 
 __all__ = [
     "ANIMATIONS",
@@ -177,7 +178,7 @@ def _upsample(grid: np.ndarray, patch: int, height: int, width: int) -> np.ndarr
 
 def _grey(frame: np.ndarray, scale: float, offset: float) -> np.ndarray:
     """Desaturated and darkened copy of ``frame``: R = G = B = ``luma * scale + offset``, float32."""
-    luma = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    luma = frame.astype(np.float32) @ LUMA
     return np.repeat((luma * scale + offset)[..., None], 3, axis=-1)
 
 

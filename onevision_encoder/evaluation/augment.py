@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+from ..video.normalisation import LUMA
 
 
 @dataclass(frozen=True)
