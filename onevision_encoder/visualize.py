@@ -45,7 +45,7 @@ __all__ = [
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont  # Pillow's built-in font (bitmap without FreeType)
 
-PANEL_NAMES = ("original", "uniform sampling", "saliency", "kept patches")
+PANEL_NAMES = ("original", "uniform sampling", "saliency", "kept patches")  # the panels' labels, in order
 ANIMATIONS = ("gif", "mp4", "none")
 ANIMATION_FPS = 8
 CELL_MAX = 160  # contact sheet: long side of one cell, pixels
@@ -58,7 +58,6 @@ SHEET_CHART_HEIGHT = 160
 
 # Colours (dark theme).
 BACKGROUND = (17, 20, 26)
-PANEL_BACKGROUND = (28, 32, 40)
 TEXT = (226, 230, 238)
 TEXT_DIM = (140, 148, 162)
 ACCENT = (94, 234, 212)  # outline of kept patches, selected-patch bars
@@ -280,19 +279,18 @@ def panels(selection: CodecSelection, slot: int) -> np.ndarray:
     pad = max(4, size // 3)
     draw.text((2, pad // 2), _fit_text(draw, [caption], font, canvas.width - 4), fill=TEXT, font=font)
     n_uniform = len(uniform_slots(selection))
-    labels = [
-        ["original"],
+    longer = [  # each panel's longer labels, tried before its name where they fit
+        [],
         [
             f"uniform sampling ({n_uniform}/{t}): " + ("seen" if seen else "dropped"),
             "uniform: " + ("seen" if seen else "dropped"),
-            "uniform sampling",
         ],
-        ["saliency (clip-normalised)", "saliency"],
-        [f"kept patches ({count})", "kept patches"],
+        ["saliency (clip-normalised)"],
+        [f"kept patches ({count})"],
     ]
     y = pad // 2 + line + pad
-    for index, options in enumerate(labels):
-        text = _fit_text(draw, options, small, width - 4)
+    for index, (options, name) in enumerate(zip(longer, PANEL_NAMES, strict=True)):
+        text = _fit_text(draw, [*options, name], small, width - 4)
         colour = TEXT_DIM
         if index == 1 and seen:
             colour = TEXT
@@ -487,18 +485,14 @@ def contact_sheet(selection: CodecSelection, columns: int = 8) -> Image.Image:
 
     # row labels
     n_uniform = len(uniform_slots(selection))
-    row_labels = [
-        ("original", "frames as sampled"),
-        ("uniform sampling", f"{n_uniform} of {t} frames, whole"),
-        ("saliency", "low            high"),
-        ("kept patches", f"{selection.num_patches} patches"),
-    ]
+    # under each label a note, under saliency a colour bar
+    notes = ["frames as sampled", f"{n_uniform} of {t} frames, whole", None, f"{selection.num_patches} patches"]
     label_room = SHEET_LABEL_WIDTH - 10
-    for row, (label, note) in enumerate(row_labels):
+    for row, (label, note) in enumerate(zip(PANEL_NAMES, notes, strict=True)):
         y = grid_top + row * (cell_h + SHEET_CELL_GAP) + cell_h // 2 - _line_height(font)
         draw.text((SHEET_MARGIN, y), _fit_text(draw, [label], font, label_room), fill=TEXT, font=font)
         note_y = y + _line_height(font) + 5
-        if row == 2:
+        if note is None:
             bar_w = min(label_room, 90)
             sheet.paste(_colorbar(bar_w, 8), (SHEET_MARGIN, note_y))
             draw.text((SHEET_MARGIN, note_y + 10), "low", fill=TEXT_DIM, font=small)
