@@ -11,8 +11,8 @@ from conftest import cut_after, write_stream
 from onevision_encoder.codec import select_patches
 from onevision_encoder.codec.reader import read_frames, sample_frame_ids
 from onevision_encoder.model import OneVisionEncoderImageProcessor
-from onevision_encoder.training.batches import VideoSettings, bin_slots, image_batch, split_counts, video_batch
-from onevision_encoder.training.config import load_config
+from onevision_encoder.training.batches import bin_slots, image_batch, split_counts, video_batch
+from onevision_encoder.training.config import VideoSettings, load_config
 from onevision_encoder.training.data import HeadStream, ManifestError, Sample, read_manifest, read_shards
 from onevision_encoder.training.schedule import learning_rate_factor
 from onevision_encoder.training.synthetic import make_synthetic_dataset
@@ -168,6 +168,14 @@ def test_config_errors_name_the_key(tmp_path):
     assert config.train.max_steps == 7
     assert (config.heads["image"].resolution, config.heads["video"].resolution) == (448, 224)  # as the release
     assert load_config(path).resolve("m.jsonl") == tmp_path.resolve() / "m.jsonl"
+
+
+def test_the_video_head_defaults_are_the_batch_settings_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {manifest: m.jsonl}\nheads: {video: {}, image: {}}\n")
+    config = load_config(path)
+    assert config.heads["video"].video(VideoSettings.patch_size) == VideoSettings()
+    assert config.heads["image"].resolution == 448
 
 
 def test_synthetic_labels_follow_the_pictures(dataset):

@@ -2,11 +2,11 @@
 
 * image head: random resized crop (area 0.7-1, aspect 0.8-1.25) and flip, at the head's resolution;
 * OCR head: resize and centre crop, no flip;
-* video head, split by ratios (default 50% codec, 37.5% frame sampling, 12.5% collage):
-  codec samples take their K selected patches of 64 frames re-tiled into a mosaic with the true
-  positions; frame sampling takes one random frame of each of 8 bins (their patches, placed on the
-  grid); collage stacks those 8 frames into one tall image. The frames fed to the model are the
-  ``frame_ids`` the selection scored.
+* video head, split by the head's ratios (defaults: :class:`~.config.VideoSettings`): codec samples
+  take their K selected patches of 64 frames re-tiled into a mosaic with the true positions; frame
+  sampling takes one random frame of each of 8 bins (their patches, placed on the grid); collage
+  stacks those 8 frames into one tall image. The frames fed to the model are the ``frame_ids`` the
+  selection scored.
 
 All randomness comes from each sample's own seed, so a batch is reproducible from the data position.
 """
@@ -27,6 +27,7 @@ from ..features import selection_input
 from ..model.image_processing import OneVisionEncoderImageProcessor
 from ..video import chunk_visible_indices
 from ..video.normalisation import normalise
+from .config import VideoSettings
 from .data import ManifestError, Sample
 
 VIDEO_MODES = ("codec", "sampling", "collage")
@@ -121,15 +122,6 @@ def split_counts(total: int, ratios: dict[str, float]) -> dict[str, int]:
     for index in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
         counts[index] += 1
     return dict(zip(VIDEO_MODES, counts.tolist(), strict=True))
-
-
-@dataclass(frozen=True)
-class VideoSettings:
-    resolution: int = 224
-    patch_size: int = 14
-    num_frames: int = 64
-    num_patches: int = 2048
-    ratios: tuple[tuple[str, float], ...] = (("codec", 0.5), ("sampling", 0.375), ("collage", 0.125))
 
 
 def video_batch(picks: list[tuple[Sample, int]], settings: VideoSettings) -> HeadBatch:

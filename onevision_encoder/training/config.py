@@ -18,15 +18,30 @@ class ModelSettings:
     activation_checkpointing: bool = False
 
 
+@dataclass(frozen=True)
+class VideoSettings:
+    """What the video head's batches are made with; the defaults are the release's (its clips are 224 px)."""
+
+    resolution: int = 224
+    patch_size: int = 14
+    num_frames: int = 64
+    num_patches: int = 2048
+    ratios: tuple[tuple[str, float], ...] = (("codec", 0.5), ("sampling", 0.375), ("collage", 0.125))
+
+
 @dataclass
 class HeadSettings:
     num_classes: int = 1000
     batch_size: int = 16
     resolution: int = 448
-    # video head only
-    num_frames: int = 64
-    num_patches: int = 2048
-    ratios: dict[str, float] = field(default_factory=lambda: {"codec": 0.5, "sampling": 0.375, "collage": 0.125})
+    # video head only (defaults: VideoSettings')
+    num_frames: int = VideoSettings.num_frames
+    num_patches: int = VideoSettings.num_patches
+    ratios: dict[str, float] = field(default_factory=lambda: dict(VideoSettings.ratios))
+
+    def video(self, patch_size: int) -> VideoSettings:
+        """The video head's batch settings for a model of ``patch_size``."""
+        return VideoSettings(self.resolution, patch_size, self.num_frames, self.num_patches, tuple(self.ratios.items()))
 
 
 @dataclass
@@ -110,10 +125,10 @@ def _build(cls: type, values: Any, where: str) -> Any:
 
 
 def _head(name: str, values: Any, where: str) -> HeadSettings:
-    """Head settings; the video head defaults to 224 px (the release's clips), the others to 448."""
+    """Head settings; the video head defaults to :class:`VideoSettings`' resolution, the others to 448."""
     values = dict(values or {})
     if name == "video":
-        values.setdefault("resolution", 224)
+        values.setdefault("resolution", VideoSettings.resolution)
     return _build(HeadSettings, values, where)
 
 

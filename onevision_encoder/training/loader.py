@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .batches import HeadBatch, VideoSettings, image_batch, ocr_batch, video_batch
+from .batches import HeadBatch, image_batch, ocr_batch, video_batch
 from .config import TrainConfig
 from .data import HeadStream, Sample
 
@@ -27,14 +27,7 @@ def head_batch(head: str, picks: list[tuple[Sample, int]], config: TrainConfig, 
         return image_batch(picks, settings.resolution)
     if head == "ocr":
         return ocr_batch(picks, settings.resolution)
-    video = VideoSettings(
-        resolution=settings.resolution,
-        patch_size=patch_size,
-        num_frames=settings.num_frames,
-        num_patches=settings.num_patches,
-        ratios=tuple(settings.ratios.items()),
-    )
-    return video_batch(picks, video)
+    return video_batch(picks, settings.video(patch_size))
 
 
 Job = tuple[str, list[tuple[Sample, int]], dict[str, int]]  # head, picks, stream state after the picks
