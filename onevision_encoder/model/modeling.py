@@ -389,8 +389,28 @@ class OneVisionEncoderEncoder(nn.Module):
         )
 
 
+def attention_pool(
+    tokens: torch.Tensor,
+    query: torch.Tensor,
+    attention: nn.MultiheadAttention,
+    norm: nn.Module,
+    mlp: nn.Module,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention pooling: one learned ``query [1, 1, D]`` (cast to the tokens' dtype) attends over ``tokens [B, N, D]``
+    (``key_padding_mask [B, N]``, True = padding, leaves tokens out); then ``a + mlp(norm(a))``. Returns ``[B, D]``.
+
+    The model's pooling head and the attentive probe
+    (:class:`~onevision_encoder.model.classification.AttentiveProbe`) both pool this way, each with its own weights.
+    """
+    query = query.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+    pooled = attention(query, tokens, tokens, key_padding_mask=key_padding_mask, need_weights=False)[0]
+    pooled = pooled + mlp(norm(pooled))
+    return pooled[:, 0]
+
+
 class OneVisionEncoderPoolingHead(nn.Module):
-    """One learned query attends over all tokens; then ``a + mlp(rmsnorm(a))``."""
+    """One learned query attends over all tokens; then ``a + mlp(rmsnorm(a))`` (:func:`attention_pool`)."""
 
     def __init__(self, config: OneVisionEncoderConfig) -> None:
         super().__init__()
@@ -406,11 +426,8 @@ class OneVisionEncoderPoolingHead(nn.Module):
             for members, rows in layout.groups:
                 pooled[members] = self(hidden_states[rows].view(len(members), -1, hidden_states.shape[-1]))
             return pooled
-        query = self.probe.expand(hidden_states.shape[0], -1, -1)
         padding = None if layout is None else ~layout.valid
-        pooled = self.attention(query, hidden_states, hidden_states, key_padding_mask=padding, need_weights=False)[0]
-        pooled = pooled + self.mlp(self.norm(pooled))
-        return pooled[:, 0]
+        return attention_pool(hidden_states, self.probe, self.attention, self.norm, self.mlp, padding)
 
 
 class OneVisionEncoderPreTrainedModel(PreTrainedModel):
