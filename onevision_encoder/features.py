@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from .codec import CodecSelection, select_patches
 from .codec.reader import read_sampled_frames
-from .media import IMAGE_SUFFIXES
+from .media import IMAGE_SUFFIXES, open_image
 from .model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .video import chunk_visible_indices, frame_positions, indices_to_positions, mosaic
 
@@ -68,11 +67,7 @@ def image_input(
 ) -> EncoderInput:
     """One picture, upright (its EXIF orientation applied, as photo viewers show it): the processor's
     crop, or with ``native`` its native resolution (aspect kept, sides multiples of the patch)."""
-    try:
-        with Image.open(path) as image:
-            upright = ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"{path}: cannot be read as an image ({error})") from None
+    upright = open_image(path, upright=True)
     pixels = processor(images=upright, **({"mode": "native"} if native else {}))["pixel_values"][0]
     hp, wp = (side // processor.patch_size for side in pixels.shape[-2:])
     positions = indices_to_positions(torch.arange(hp * wp), (hp, wp)).numpy().astype(np.int32)

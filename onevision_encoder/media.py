@@ -1,8 +1,10 @@
-"""Which files are media, the inputs a folder or list file names, and the output name of each.
+"""Which files are media, the inputs a folder or list file names, the output name of each, and
+opening a picture.
 
 Outputs are named by the path as the user gave it, never by where a symbolic link points: Hugging
 Face hub caches and DVC datasets are made of links, and two links to one file are two inputs.
-Light on purpose (standard library only), so command-line help and data-loader workers start fast.
+Light on purpose (standard library only; Pillow is imported when a picture is opened), so
+command-line help and data-loader workers start fast.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 VIDEO_SUFFIXES = frozenset(
     {
@@ -104,3 +110,15 @@ def output_names(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
 def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
     """Whether writing ``first`` would write ``second`` (both resolved through links)."""
     return os.path.realpath(first) == os.path.realpath(second)
+
+
+def open_image(path: str | os.PathLike[str], upright: bool = False) -> Image.Image:
+    """The picture at ``path`` as RGB; with ``upright`` its EXIF orientation applied (as photo viewers
+    show it). A file Pillow cannot decode raises ``ValueError("<path>: cannot be read as an image (...)")``."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            return (ImageOps.exif_transpose(image) if upright else image).convert("RGB")
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: cannot be read as an image ({error})") from None

@@ -155,6 +155,14 @@ def test_image_batch_is_reproducible_from_the_seeds(dataset):
     assert first.labels.shape == (4, 1)
 
 
+def test_an_unreadable_image_names_its_manifest_line_and_file(tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"not a picture")
+    sample = Sample(fake, "image", (0,), None, "m.jsonl:3")
+    with pytest.raises(ManifestError, match=rf"^m\.jsonl:3: {fake}: cannot be read as an image"):
+        image_batch([(sample, 0)], 56)
+
+
 def test_config_errors_name_the_key(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("heads: {image: {num_classes: 4}}\ndata: {manifest: m.jsonl}\noptim: {learning_rate: 1}\n")

@@ -24,6 +24,7 @@ from PIL import Image
 from ..codec import CodecSelection, select_patches
 from ..codec.reader import read_frames, read_sampled_frames
 from ..features import selection_input
+from ..media import open_image
 from ..model.image_processing import OneVisionEncoderImageProcessor
 from ..video import chunk_visible_indices
 from ..video.normalisation import normalise
@@ -83,10 +84,9 @@ def random_resized_crop(
 
 def _open_image(sample: Sample) -> Image.Image:
     try:
-        with Image.open(sample.path) as image:
-            return image.convert("RGB")
-    except (OSError, SyntaxError) as error:
-        raise ManifestError(f"{sample.source}: {sample.path}: cannot be read as an image ({error})") from None
+        return open_image(sample.path)
+    except ValueError as error:  # names the file; add the manifest line
+        raise ManifestError(f"{sample.source}: {error}") from None
 
 
 def image_batch(picks: list[tuple[Sample, int]], resolution: int) -> HeadBatch:

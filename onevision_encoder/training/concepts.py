@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..files import atomic_write
+from ..media import open_image
 from .data import HEADS, manifest_lines
 
 # Keys that hold paths relative to the manifest's folder; rewritten when the new manifest lives elsewhere.
@@ -146,13 +147,10 @@ class _Embedder:
 
 
 def _load_image(record: ManifestRecord, where: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(record.path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"{where}: {record.path}: cannot be read as an image ({error})") from None
+        return np.asarray(open_image(record.path))
+    except ValueError as error:  # names the file; add the manifest line
+        raise ValueError(f"{where}: {error}") from None
 
 
 def _load_frames(record: ManifestRecord, where: str, frames: int) -> list[np.ndarray]:
