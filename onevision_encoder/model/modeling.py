@@ -595,10 +595,7 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         hidden_states, all_hidden, all_attentions = self.encoder(
             hidden_states, cos, sin, output_attentions=output_attentions, output_hidden_states=output_hidden_states
         )
-        pooled = None
-        if config.use_head:
-            hidden_states = self.layernorm_post(hidden_states)
-            pooled = self.head(hidden_states)
+        hidden_states, pooled = self._pool(hidden_states)
 
         if not return_dict:
             return tuple(v for v in (hidden_states, pooled, all_hidden, all_attentions) if v is not None)
@@ -608,6 +605,16 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
             hidden_states=all_hidden,
             attentions=all_attentions,
         )
+
+    def _pool(
+        self, hidden_states: torch.Tensor, layout: TokenLayout | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's output -> ``(last_hidden_state, pooler_output)``: ``layernorm_post`` and the pooling head
+        (each sample over its own tokens of ``layout``) when ``config.use_head``, else the output as is and ``None``."""
+        if not self.config.use_head:
+            return hidden_states, None
+        hidden_states = self.layernorm_post(hidden_states)
+        return hidden_states, self.head(hidden_states, layout)
 
     def embed_inputs(
         self,
@@ -706,10 +713,7 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         hidden_states, all_hidden, _ = self.encoder(
             hidden_states, cos, sin, output_hidden_states=output_hidden_states, layout=token_layout
         )
-        pooled = None
-        if self.config.use_head:
-            hidden_states = self.layernorm_post(hidden_states)
-            pooled = self.head(hidden_states, token_layout)
+        hidden_states, pooled = self._pool(hidden_states, token_layout)
         return PackedEncoderOutput(
             last_hidden_state=hidden_states,
             cu_seqlens=token_layout.cu_seqlens,
