@@ -215,7 +215,8 @@ class PartOutcome:
 
 
 def resolve_device(device: str) -> str:
-    """``auto``: the process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU."""
+    """``auto``: the process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU; any
+    other name is passed through. The one reading of ``--device auto`` (encode, probe, concepts)."""
     if device != "auto":
         return device
     return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"

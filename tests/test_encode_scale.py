@@ -259,3 +259,12 @@ def test_the_probe_cache_is_read_by_the_same_reader(data, parity_dir, tmp_path):
     assert [name for _, name in opened.inputs] == [clips[0].key(), clips[1].key()]
     assert torch.equal(opened[:], store[:]) and opened.shape == (2, 2048, 128)
     assert torch.equal(opened.row(clips[1].key())["features"], store[1])
+
+
+def test_device_auto_is_this_process_gpu_else_the_cpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert features_module.resolve_device("auto") == "cuda:3"
+    assert features_module.resolve_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert features_module.resolve_device("auto") == "cpu"

@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..distributed import process_group
     from ..evaluation import read_list
+    from ..features import resolve_device
 
     train_clips, val_clips = read_list(args.train), read_list(args.val)
     inputs = [path for path in (args.train, args.val) if not path.is_dir()]
@@ -101,10 +102,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_outputs_over_inputs((source, output) for source in inputs for output in outputs)
     if args.export is not None:
         _check_export(args, inputs)
-    with process_group() as (rank, _, device):
-        if args.device != "auto":
-            device = torch.device(args.device)
-        _evaluate(args, rank, device, train_clips, val_clips)
+    with process_group() as (rank, _, _):
+        _evaluate(args, rank, torch.device(resolve_device(args.device)), train_clips, val_clips)
     return 0
 
 

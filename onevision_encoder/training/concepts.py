@@ -61,21 +61,14 @@ def read_records(manifest: str | os.PathLike[str], check_files: bool = True) -> 
     return records
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` is ``cuda`` when a GPU is visible, else ``cpu``; anything else is passed through."""
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_teacher(teacher: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Any]:
     """``(model, image_processor)`` of a transformers vision model (folder or hub id), in eval mode."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
     import onevision_encoder  # noqa: F401  (registers OneVision Encoder with the Auto classes)
     from onevision_encoder import OneVisionEncoderImageProcessor, OneVisionEncoderModel
+
+    from ..features import resolve_device
 
     name = os.fspath(teacher)
     try:
