@@ -1,6 +1,6 @@
 """The probe's training augmentation: colour jitter applied alike to every frame of a clip.
 
-probe.md gives the release's train transform as "colour jitter p=0.8"; the strengths here
+The release's probe trains with "colour jitter p=0.8"; the strengths here
 (brightness, contrast and saturation 0.4, hue 0.1) are the common video-probe values, as the
 release's are not recorded. Each operation follows torchvision's ``ColorJitter`` and the four
 run in a random order. A view is seeded by the clip's path and the view number, so every process

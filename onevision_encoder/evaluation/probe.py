@@ -1,4 +1,4 @@
-"""The attentive probe's training on frozen features (``shared/reference/probe.md``).
+"""The attentive probe's training on frozen features, with the release's probe recipe.
 
 The probe (:class:`~onevision_encoder.model.classification.AttentiveProbe`, the head of
 ``OneVisionEncoderForVideoClassification``, so a trained probe exports as that model): one learned

@@ -1,9 +1,10 @@
 """The OneVision Encoder: a ViT with 3-D (t, h, w) rotary positions for images, clips and codec patches.
 
-Semantics follow the published checkpoints exactly (see ``shared/reference/model.md``):
-patch embedding per frame, ``layernorm_pre``, optional gather of visible patches, pre-norm
-blocks with the release's 3-D rotary embedding, then ``layernorm_post`` and an attention-pooling
-head when the config has ``use_head``.
+Semantics follow the published checkpoints exactly: patch embedding per frame, ``layernorm_pre``,
+optional gather of visible patches, pre-norm blocks with the release's 3-D rotary embedding, then
+``layernorm_post`` and an attention-pooling head when the config has ``use_head``. The state-dict
+names are the published ones, so the released weights load as they are; ``tests/test_parity.py`` checks
+the outputs against the reference implementation's on golden fixtures.
 """
 
 from __future__ import annotations
