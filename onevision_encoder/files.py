@@ -75,16 +75,23 @@ def atomic_directory(path: str | os.PathLike[str], tag: str = "") -> Iterator[Pa
     try:
         os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes folders private
         yield temporary
-        if path.exists():
-            retired = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{tag}old-", suffix=".tmp"))
-            os.replace(path, retired / "old")
-            os.replace(temporary, path)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(temporary, path)
+        replace_folder(temporary, path, tag)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def replace_folder(source: str | os.PathLike[str], path: str | os.PathLike[str], tag: str = "") -> None:
+    """Put the folder ``source`` in ``path``'s place: a folder already there is moved aside in one rename
+    (then deleted), so ``path`` is always either the old folder or the new one."""
+    path = Path(path)
+    if path.exists():
+        retired = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{tag}old-", suffix=".tmp"))
+        os.replace(path, retired / "old")
+        os.replace(source, path)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(source, path)
 
 
 def remove_leftovers(root: str | os.PathLike[str], tag: str = "") -> int:

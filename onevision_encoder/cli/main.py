@@ -8,7 +8,17 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import concepts_cmd, demo, encode_cmd, preprocess_cmd, probe_cmd, select_cmd, train_cmd, viz_cmd
+from . import (
+    concepts_cmd,
+    demo,
+    encode_cmd,
+    lmm_train_cmd,
+    preprocess_cmd,
+    probe_cmd,
+    select_cmd,
+    train_cmd,
+    viz_cmd,
+)
 from .options import UsageError
 
 SUBCOMMANDS = {
@@ -19,6 +29,7 @@ SUBCOMMANDS = {
     "train": train_cmd,
     "concepts": concepts_cmd,
     "probe": probe_cmd,
+    "lmm-train": lmm_train_cmd,
     "demo": demo,
 }
 

@@ -140,6 +140,7 @@ class OneVisionLlavaProcessor(ProcessorMixin):
             counts[self.video_token] = [self.token_count(mosaics) for mosaics in data["pixel_values_videos"]]
         if len(texts) > 1:
             kwargs.setdefault("padding", True)
+        kwargs.setdefault("return_token_type_ids", False)  # causal LMs take none, and generate() refuses them
         encoded = self.tokenizer(self.expand(texts, counts), return_tensors=return_tensors, **kwargs)
         return BatchFeature(data={**encoded, **data})
 
@@ -193,12 +194,19 @@ class OneVisionLlavaProcessor(ProcessorMixin):
             raise ValueError(
                 f"{folder} is not a `onevision preprocess --pack` folder (mosaic_K.* and {PACK_POSITIONS_FILE})"
             )
-        mosaics = []
-        for name in names:
-            with Image.open(folder / name) as image:
-                mosaics.append(np.asarray(image.convert("RGB")))
-        positions = torch.from_numpy(np.load(folder / PACK_POSITIONS_FILE).astype(np.int64))
-        return self._normalised_pack(mosaics, positions, f"{folder}: {PACK_POSITIONS_FILE}")
+        return self.load_mosaics([folder / name for name in names], folder / PACK_POSITIONS_FILE)
+
+    def load_mosaics(
+        self, mosaics: list[str | os.PathLike[str]], positions_thw: str | os.PathLike[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A packed video from its files, as a ``preprocess --pack --conversations`` item names them: the mosaic
+        images in order and the ``positions_thw.npy`` of their patches."""
+        pixels = []
+        for path in mosaics:
+            with Image.open(path) as image:
+                pixels.append(np.asarray(image.convert("RGB")))
+        positions = torch.from_numpy(np.load(positions_thw).astype(np.int64))
+        return self._normalised_pack(pixels, positions, str(positions_thw))
 
     def _normalised_pack(
         self, mosaics: list[np.ndarray], positions: torch.Tensor, source: str

@@ -1,0 +1,249 @@
+"""`onevision lmm-train`: the LMM probe trained with transformers' Trainer on what `preprocess --pack` writes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from onevision_encoder import OneVisionEncoderConfig, OneVisionEncoderModel
+from onevision_encoder.cli.main import main
+from onevision_encoder.training.lmm import build_model_and_processor, load_lmm_config
+from onevision_encoder.training.lmm_data import ConversationCollator, ConversationDataset, ConversationSource
+from onevision_encoder.video.synthetic import make_clip, write_clip
+
+WORDS = ["user", "assistant", ":", "describe", "the", "picture", "clip", "what", "is", "a", "red", "cat", "blue", "dog"]
+VIDEO_ANSWER, IMAGE_ANSWER, TEXT_ANSWER = "a red cat", "a blue dog", "a dog"
+# 8 mosaics of 32x32 pixels in 4-pixel patches, merged 2x2: 16 tokens each.
+SELECTION = ["--size", "32", "--patch-size", "4", "-k", str(8 * 64), "--frames", "16"]
+VIDEO_TOKENS = 8 * 16
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer without the placeholders (lmm-train adds them) and without a chat template."""
+    vocab = {word: index for index, word in enumerate(["<pad>", "<unk>", "<eos>", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+
+
+def turns(prompt: str, answer: str) -> list[dict]:
+    return [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A tiny encoder and LM (with its tokenizer) saved as folders, a video packed by `preprocess --pack
+    --conversations`, an image conversation file, and a config joining them."""
+    root = tmp_path_factory.mktemp("lmm")
+    torch.manual_seed(0)
+    encoder = OneVisionEncoderModel(
+        OneVisionEncoderConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=4
+        )
+    )
+    encoder.save_pretrained(root / "encoder")
+    tokenizer = make_tokenizer()
+    language_model = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    language_model.save_pretrained(root / "lm")
+    # Apart: in the LM's folder transformers 5 would read it as the Qwen2 tokenizer its config.json names.
+    tokenizer.save_pretrained(root / "tokenizer")
+
+    videos = root / "videos"
+    write_clip(videos / "walk.mp4", make_clip("moving_object", num_frames=16, size=(48, 64)))
+    (root / "llava.json").write_text(json.dumps([{"id": "v", "video": "walk.mp4", "conversations": turns(
+        "<video>\ndescribe the clip", VIDEO_ANSWER)}]))  # fmt: skip
+    code = main(["preprocess", str(videos), "--preset", "lmm", "--pack", "--conversations", str(root / "llava.json"),
+                 "--out", str(root / "packed"), *SELECTION])  # fmt: skip
+    assert code == 0
+
+    (root / "images").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "images" / "red.png")
+    items = [
+        {"id": "i", "image": "red.png", "conversations": turns("describe the picture <image>", IMAGE_ANSWER)},
+        {"id": "t", "conversations": turns("what is a dog", TEXT_ANSWER)},
+    ]
+    (root / "images" / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
+    write_config(root / "lmm.yaml")
+    return root
+
+
+def write_config(path: Path, **changes) -> Path:
+    config = {
+        "model": {"encoder": "encoder", "language_model": "lm", "tokenizer": "tokenizer",
+                  "image_processor": {"min_pixels": 64, "max_pixels": 1024}},
+        "train": {"vision_tower": False},
+        "data": {"conversations": ["packed/conversations.packed.json", {"path": "images/items.jsonl"}]},
+        "trainer": {"per_device_train_batch_size": 3, "learning_rate": 0.01, "max_steps": 25, "logging_steps": 1,
+                    "save_steps": 10, "use_cpu": True, "seed": 0, "lr_scheduler_type": "constant"},
+    }  # fmt: skip
+    for section, values in changes.items():
+        config[section] = {**config[section], **values}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def lmm_train(capsys, *args) -> tuple[int, str]:
+    code = main(["lmm-train", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def losses(out: Path) -> dict[int, float]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {line["step"]: line["loss"] for line in lines if "loss" in line}
+
+
+@pytest.fixture(scope="module")
+def trained(workspace) -> Path:
+    out = workspace / "run"
+    assert main(["lmm-train", "--config", str(workspace / "lmm.yaml"), "--out", str(out)]) == 0
+    return out
+
+
+def test_samples_learn_only_the_answers(workspace):
+    config = load_lmm_config(workspace / "lmm.yaml")
+    _, processor = build_model_and_processor(config)
+    sources = [ConversationSource(workspace / "packed" / "conversations.packed.json")]
+    sources.append(ConversationSource(workspace / "images" / "items.jsonl"))
+    dataset = ConversationDataset(sources, processor)
+    video, image, text = (dataset[n] for n in range(3))
+    tokenizer = processor.tokenizer
+    for sample, answer in ((video, VIDEO_ANSWER), (image, IMAGE_ANSWER), (text, TEXT_ANSWER)):
+        learnt = sample["labels"][sample["labels"] != -100]
+        # The answer and its end, nothing of the prompt.
+        assert tokenizer.convert_ids_to_tokens(learnt.tolist()) == [*answer.split(), "<eos>"]
+    # The packed item's 8 <image> mosaics are one video: 8 x 16 video placeholders, its positions from the pack.
+    assert int((video["input_ids"] == processor.video_token_id).sum()) == VIDEO_TOKENS
+    assert video["pixel_values_videos"][0].shape == (8, 3, 32, 32)
+    positions = np.load(workspace / "packed" / "walk.mp4" / "positions_thw.npy")
+    assert torch.equal(video["video_positions_thw"][0], torch.from_numpy(positions).long())
+    image_tokens = int((image["input_ids"] == processor.image_token_id).sum())
+    assert image_tokens == processor.token_count(image["pixel_values"][0]) > 0
+
+    batch = ConversationCollator(tokenizer.pad_token_id)([video, image, text])
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert int(batch["attention_mask"][2].sum()) == len(text["input_ids"])
+    assert len(batch["pixel_values"]) == len(batch["pixel_values_videos"]) == 1
+
+
+def test_training_drives_the_loss_down_and_saves_a_loadable_model(workspace, trained):
+    history = losses(trained)
+    assert sorted(history) == list(range(1, 26))
+    assert np.mean([history[s] for s in (23, 24, 25)]) < 0.3 * np.mean([history[s] for s in (1, 2, 3)])
+
+    model = AutoModelForImageTextToText.from_pretrained(trained / "final").eval()
+    processor = AutoProcessor.from_pretrained(trained / "final")
+    # The frozen encoder is the encoder folder's; the language model learnt (and grew the two placeholders).
+    encoder = load_file(workspace / "encoder" / "model.safetensors")
+    for name, value in model.vision_tower.state_dict().items():
+        assert torch.equal(value, encoder[name]), name
+    start = Qwen2ForCausalLM.from_pretrained(workspace / "lm")
+    assert model.language_model.get_input_embeddings().num_embeddings == len(make_tokenizer()) + 2
+    assert not torch.equal(model.language_model.model.norm.weight, start.model.norm.weight)
+
+    # The trained model answers the packed video with its answer, through the processor saved beside it.
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": "<video>\ndescribe the clip"}], tokenize=False, add_generation_prompt=True
+    )
+    inputs = processor(text=prompt, videos=workspace / "packed" / "walk.mp4")
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    answer = processor.tokenizer.decode(generated[0, inputs["input_ids"].shape[1] :])
+    assert answer.startswith(VIDEO_ANSWER)
+
+
+def test_resume_continues_the_run_as_if_never_stopped(workspace, tmp_path, capsys):
+    config = write_config(workspace / "short.yaml", trainer={"max_steps": 4, "save_steps": 2})
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert lmm_train(capsys, "--config", config, "--out", whole, "--max-steps", 4)[0] == 0
+    assert lmm_train(capsys, "--config", config, "--out", stopped, "--max-steps", 2)[0] == 0
+
+    code, output = lmm_train(capsys, "--config", config, "--out", stopped, "--max-steps", 4)
+    assert code == 2 and "already holds a run" in output and "--resume" in output
+    code, output = lmm_train(capsys, "--config", config, "--out", stopped, "--max-steps", 4, "--resume")
+    assert code == 0, output
+    assert sorted(losses(stopped)) == [1, 2, 3, 4]
+    assert losses(stopped) == pytest.approx(losses(whole), rel=1e-5)
+    resumed = load_file(stopped / "final" / "model.safetensors")
+    for name, value in load_file(whole / "final" / "model.safetensors").items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+    code, output = lmm_train(capsys, "--config", config, "--out", stopped, "--max-steps", 1, "--overwrite")
+    assert code == 0, output
+    assert sorted(losses(stopped)) == [1] and not (stopped / "checkpoint-4").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"model": {"colour": 1}}, "model: unknown key(s) ['colour']"),
+        ({"train": {"vision_tower": False, "projector": False, "language_model": False}}, "train freezes every part"),
+        ({"trainer": {"per_device_batch": 1}}, "trainer:"),
+        ({"data": {"conversations": ["missing.json"]}}, "missing.json: cannot read"),
+    ],
+)
+def test_bad_configs_are_usage_errors(workspace, capsys, change, problem):
+    config = write_config(workspace / "bad.yaml", **change)
+    code, output = lmm_train(capsys, "--config", config, "--out", workspace / "bad-run")
+    assert code == 2 and problem in output
+    assert not (workspace / "bad-run" / "final").exists()
+
+
+def test_a_missing_image_names_the_item(workspace, capsys):
+    items = workspace / "images" / "broken.json"
+    items.write_text(json.dumps([{"id": "x", "image": "gone.png", "conversations": turns("<image>", "a dog")}]))
+    config = write_config(workspace / "broken.yaml", data={"conversations": ["images/broken.json"]})
+    code, output = lmm_train(capsys, "--config", config, "--out", workspace / "broken-run")
+    assert code == 2 and f"{items}: item 1: gone.png: no such file" in output
+
+
+def test_a_sample_over_max_length_names_the_item(workspace):
+    config = load_lmm_config(write_config(workspace / "short-length.yaml", data={"max_length": 20}))
+    _, processor = build_model_and_processor(config)
+    dataset = ConversationDataset(
+        [ConversationSource(workspace / "packed" / "conversations.packed.json")], processor, 20
+    )
+    with pytest.raises(ValueError, match=r"conversations.packed.json: item 1: \d+ tokens, more than max_length 20"):
+        dataset[0]
+
+
+def test_the_shipped_stage2_config_reads(tmp_path):
+    from transformers import TrainingArguments
+
+    config = load_lmm_config(Path(__file__).resolve().parents[1] / "configs" / "lmm-stage2.yaml")
+    assert (config.model.encoder, config.model.language_model) == (
+        "lmms-lab-encoder/onevision-encoder-large",
+        "Qwen/Qwen2.5-1.5B-Instruct",
+    )
+    assert config.model.video_selection == {"patch_size": 14, "size": 504}
+    assert TrainingArguments(output_dir=str(tmp_path), **{**config.trainer, "bf16": False}).learning_rate == 1e-5
+
+
+def test_resume_without_a_checkpoint_is_a_usage_error(workspace, tmp_path, capsys):
+    code, output = lmm_train(capsys, "--config", workspace / "lmm.yaml", "--out", tmp_path / "new", "--resume")
+    assert code == 2 and "no complete checkpoint-N folder" in output
