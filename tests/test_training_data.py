@@ -15,6 +15,7 @@ from onevision_encoder.training.batches import bin_slots, image_batch, split_cou
 from onevision_encoder.training.config import VideoSettings, load_config
 from onevision_encoder.training.data import HeadStream, ManifestError, Sample, read_manifest, read_shards
 from onevision_encoder.training.schedule import learning_rate_factor
+from onevision_encoder.training.seeds import mix_seed, sample_seed
 from onevision_encoder.training.synthetic import make_synthetic_dataset
 from onevision_encoder.video import chunk_visible_indices, mosaic
 from onevision_encoder.video.synthetic import make_clip
@@ -94,6 +95,23 @@ def test_streams_give_the_same_global_order_on_any_world_size():
     resumed = HeadStream(samples, 0, seed=3)
     resumed.load_state_dict(one.state_dict())
     assert resumed.next_batch(4, 0, 1) == one.next_batch(4, 0, 1)
+
+
+def test_seeds_keep_their_numbers():
+    """Checkpoints depend on them: the data order and augmentations (sample_seed), the loss's centres and draws
+    (mix_seed). The two mixes differ; neither may change."""
+    assert [sample_seed(*v) for v in [(0,), (1, 2), (123456789, 5, 7, 9), (7, 0, 1, 2, 3)]] == [
+        2968811710,
+        1596810411,
+        3916896170,
+        170488340,
+    ]
+    assert [mix_seed(*v) for v in [(0,), (1, 2), (123456789, 5, 7, 9), (-1, 2)]] == [
+        7070836379803831727,
+        4384777280886605419,
+        841322222526056109,
+        5886236958684341581,
+    ]
 
 
 def test_video_split_counts():

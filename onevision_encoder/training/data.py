@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .seeds import sample_seed
+
 HEADS = ("image", "ocr", "video")
 MEDIA_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mkv", ".webm", ".avi", ".mov")
 
@@ -127,11 +129,6 @@ def read_shards(shards: list[Path], cache: Path | None = None) -> list[Sample]:
                 record["selection"] = selection.name
             samples.append(_sample(record, meta.parent, where, check_files=True))
     return samples
-
-
-def sample_seed(seed: int, *parts: int) -> int:
-    """A per-sample seed from the run seed and integers (head, epoch, index ...), stable across runs."""
-    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
 
 
 @dataclass

@@ -26,9 +26,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .seeds import mix_seed
+
 __all__ = ["ClusterDiscriminationLoss", "class_shard_range"]
 
-_MASK64 = (1 << 64) - 1
 CENTRE_BLOCK = 4096  # classes drawn from one seed at initialisation
 
 
@@ -43,18 +44,6 @@ def class_shard_range(num_classes: int, world_size: int, rank: int) -> tuple[int
     base, extra = divmod(num_classes, world_size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
-
-
-def _mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (splitmix64), so nearby steps and ranks give unrelated streams."""
-    state = 0
-    for value in values:
-        state = ((state ^ (int(value) & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        state = z ^ (z >> 31)
-    return state & ((1 << 63) - 1)
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -192,7 +181,7 @@ class ClusterDiscriminationLoss(nn.Module):
         for block in range(start // CENTRE_BLOCK, -(-end // CENTRE_BLOCK)):
             first = block * CENTRE_BLOCK
             rows = min(CENTRE_BLOCK, self.num_classes - first)
-            generator = torch.Generator().manual_seed(_mix_seed(base, block))
+            generator = torch.Generator().manual_seed(mix_seed(base, block))
             values = torch.empty(rows, self.embed_dim).normal_(0.0, 0.01, generator=generator)
             pieces.append(values[max(start - first, 0) : min(end - first, rows)])
         with torch.no_grad():
@@ -260,7 +249,7 @@ class ClusterDiscriminationLoss(nn.Module):
     # ----------------------------------------------------------------- forward
 
     def _generator(self, device: torch.device, *stream: int) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(_mix_seed(self._seed, self._calls, *stream))
+        return torch.Generator(device=device).manual_seed(mix_seed(self._seed, self._calls, *stream))
 
     def _gather(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.world_size == 1:
