@@ -93,6 +93,11 @@ def test_codec_and_baseline_modes_give_features(dataset, tmp_path):
     clips = read_list(dataset / "val.csv")
     tokens, _ = cached_features(FeatureSpec(str(baseline), "baseline", frames=8), clips, tmp_path / "cache")
     assert tokens.shape == (9, 8 * 5, 32)  # 8 frames x (4 patches + class token)
+    extractor = FeatureExtractor(FeatureSpec(str(baseline), "baseline", dtype="bfloat16"))
+    assert next(extractor.model.parameters()).dtype == torch.bfloat16
+    missing = tmp_path / "missing"
+    with pytest.raises(ValueError, match=rf"{re.escape(str(missing))}: cannot load a model"):
+        FeatureExtractor(FeatureSpec(str(missing), "baseline"))
 
 
 def test_the_cache_is_reused_and_invalidated(dataset, tmp_path):

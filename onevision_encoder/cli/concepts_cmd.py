@@ -76,7 +76,8 @@ class _Progress:
 def check_options(args: argparse.Namespace) -> Path:
     """Refuse, before any work and naming the options, what ``build_concepts`` would refuse, and outputs
     that would overwrite an input (the manifest or a file it names); returns the centres file."""
-    from ..training.concepts import default_centres_path, read_records
+    from ..training.concepts import default_centres_path
+    from ..training.data import read_records
 
     if args.top_k is not None and args.top_k > args.centres:
         raise UsageError(f"--top-k {args.top_k} is more than --centres {args.centres}")

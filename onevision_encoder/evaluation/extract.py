@@ -2,10 +2,11 @@
 
 Modes at equal token budgets: ``chunk`` (8 or 16 frames on the 64-frame grid, 256 tokens each),
 ``codec`` (K = 2048 or 4096 codec-selected patches of 64 frames) and ``baseline`` (any transformers
-image encoder: each frame encoded alone, a sinusoidal temporal embedding added per frame, tokens
-concatenated). ``view`` >= 1 encodes a colour-jittered view of each clip (the release's probe
-training augmentation). Extraction is split over the processes of a torchrun group by cache part,
-each clip exactly once, and every process writes its parts into the shared cache folder.
+image encoder, loaded as :mod:`.teacher` loads the concept teacher: each frame encoded alone, a
+sinusoidal temporal embedding added per frame, tokens concatenated). ``view`` >= 1 encodes a
+colour-jittered view of each clip (the release's probe training augmentation). Extraction is split
+over the processes of a torchrun group by cache part, each clip exactly once, and every process
+writes its parts into the shared cache folder.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .augment import ColorJitter, view_rng
 from .datasets import Clip
 from .store import CLIPS_PER_PART, FORMAT, FeatureStore
+from .teacher import load_teacher
 
 MODES = ("chunk", "codec", "baseline")
 TRAIN_JITTER = ColorJitter()  # the release's probe training augmentation (p = 0.8)
@@ -94,11 +96,8 @@ class FeatureExtractor:
             )
 
     def _load_baseline(self) -> None:
-        from transformers import AutoImageProcessor, AutoModel
-
-        model = AutoModel.from_pretrained(self.spec.model, dtype=self.dtype)
-        self.model = getattr(model, "vision_model", model).to(self.device).eval()
-        self.processor = AutoImageProcessor.from_pretrained(self.spec.model)
+        model, self.processor = load_teacher(self.spec.model, str(self.device), self.dtype)
+        self.model = getattr(model, "vision_model", model)  # the image tower of a CLIP-like model: its tokens
 
     def augment(self, path: Path, frames: np.ndarray) -> np.ndarray:
         """The spec's view of a clip's uint8 frames ``[T, H, W, 3]`` (unchanged for view 0)."""

@@ -6,111 +6,27 @@ sampled frames, each embedding L2-normalised (and optionally cut to its first ``
 concatenated and L2-normalised again, so image and video embeddings live in different spaces: a
 manifest mixing them is labelled one group at a time (``heads=``), each with its own concept bank.
 
-The teacher is a local folder or hub id of any transformers vision model; the image embedding is
-``get_image_features`` (CLIP-like models), else ``image_embeds``, else ``pooler_output``, else the mean
-of ``last_hidden_state``. OneVision Encoder folders work too, with or without a preprocessor config.
+The teacher is any transformers vision model (:mod:`..evaluation.teacher`); the clustering is faiss's
+(:mod:`.clustering`); the manifest is read and rewritten line by line (:func:`.data.read_records`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..evaluation.teacher import image_features, load_teacher
 from ..files import atomic_write
 from ..media import open_image
-from .data import HEADS, manifest_lines
-
-# Keys that hold paths relative to the manifest's folder; rewritten when the new manifest lives elsewhere.
-PATH_KEYS = ("path", "selection")
-DEFAULT_TOP_K = 10  # labels per sample, or the number of centres when there are fewer
+from .clustering import check_centres, kmeans, nearest_centres, normalise, resolve_top_k
+from .data import HEADS, ManifestRecord, read_records, write_manifest
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class ManifestRecord:
-    """One manifest line: its number, the JSON object as written, and the media file it names."""
-
-    line_no: int
-    data: dict[str, Any]
-    path: Path
-    head: str
-
-    @property
-    def is_video(self) -> bool:
-        return self.head == "video"
-
-
-def read_records(manifest: str | os.PathLike[str], check_files: bool = True) -> list[ManifestRecord]:
-    """The samples of a JSONL manifest in order (blank lines skipped); problems raise ``ValueError``
-    naming ``manifest:line``."""
-    manifest = Path(manifest)
-    records = []
-    for number, where, data in manifest_lines(manifest):
-        path = manifest.parent / data["path"]
-        if check_files and not path.is_file():
-            raise ValueError(f"{where}: {path}: no such file")
-        records.append(ManifestRecord(number, data, path, data.get("head", "image")))
-    return records
-
-
-def load_teacher(teacher: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Any]:
-    """``(model, image_processor)`` of a transformers vision model (folder or hub id), in eval mode."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel
-
-    import onevision_encoder  # noqa: F401  (registers OneVision Encoder with the Auto classes)
-    from onevision_encoder import OneVisionEncoderImageProcessor, OneVisionEncoderModel
-
-    from ..features import resolve_device
-
-    name = os.fspath(teacher)
-    try:
-        model_class = _projection_class(AutoConfig.from_pretrained(name)) or AutoModel
-        model = model_class.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"teacher {name}: cannot load a model ({error})") from None
-    try:
-        processor = AutoImageProcessor.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        if not isinstance(model, OneVisionEncoderModel):
-            raise ValueError(f"teacher {name}: cannot load an image processor ({error})") from None
-        processor = OneVisionEncoderImageProcessor()
-    return model.to(resolve_device(device)).eval(), processor
-
-
-def _projection_class(config: Any) -> Any:
-    """A ``...VisionModelWithProjection`` checkpoint keeps its projection (AutoModel would drop it)."""
-    import transformers
-
-    for name in getattr(config, "architectures", None) or []:
-        if name.endswith("WithProjection") and "Vision" in name:
-            return getattr(transformers, name, None)
-    return None
-
-
-def image_features(model: Any, pixel_values: Any) -> Any:
-    """``[B, D]`` float embeddings of a batch of preprocessed images (not yet normalised)."""
-    if hasattr(model, "get_image_features"):
-        output = model.get_image_features(pixel_values=pixel_values)
-    else:
-        output = model(pixel_values=pixel_values)
-    if not hasattr(output, "keys"):  # a plain tensor (get_image_features in transformers < 5)
-        return output.flatten(1)
-    for key in ("image_embeds", "pooler_output"):
-        value = output.get(key)
-        if value is not None:
-            return value.flatten(1)
-    hidden = output.get("last_hidden_state")
-    if hidden is None:
-        raise ValueError(f"the teacher {type(model).__name__} gives no image embedding (outputs: {list(output)})")
-    return hidden.mean(dim=1) if hidden.ndim == 3 else hidden.flatten(2).mean(dim=2)  # tokens, or conv maps
 
 
 class _Embedder:
@@ -179,20 +95,14 @@ def select_records(
     return list(records)
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
 def _combine(vectors: np.ndarray, dim: int | None) -> np.ndarray:
     """Frame embeddings ``[F, D]`` -> one unit vector: normalise each, cut to ``dim``, concatenate, normalise."""
-    vectors = _normalise(vectors)
+    vectors = normalise(vectors)
     if dim is not None:
         if dim > vectors.shape[1]:
             raise ValueError(f"cannot keep the first {dim} values of the teacher's {vectors.shape[1]}-dim embeddings")
         vectors = vectors[:, :dim]
-    return _normalise(vectors.reshape(-1))
+    return normalise(vectors.reshape(-1))
 
 
 def embed_records(
@@ -269,95 +179,6 @@ def embed_manifest(
     return embed_records(records, manifest, model, processor, batch_size, frames, dim, progress)
 
 
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError:
-        raise ImportError("concept building needs faiss: pip install faiss-cpu (or faiss-gpu)") from None
-    return faiss
-
-
-def _as_matrix(name: str, values: np.ndarray) -> np.ndarray:
-    matrix = np.ascontiguousarray(values, dtype=np.float32)
-    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty [N, D] array, got shape {tuple(matrix.shape)}")
-    if not np.isfinite(matrix).all():
-        raise ValueError(f"{name} hold NaN or infinite values")
-    return matrix
-
-
-def kmeans(
-    embeddings: np.ndarray, num_centres: int, iterations: int = 20, seed: int = 0, gpu: bool | None = None
-) -> np.ndarray:
-    """``[K, D]`` float32 unit centres of spherical k-means (faiss) over ``[N, D]`` embeddings.
-
-    Runs on the GPU when faiss has one and ``gpu`` is not False; ``gpu=True`` without one is an error.
-    """
-    faiss = _faiss()
-    data = _normalise(_as_matrix("embeddings", embeddings))
-    count, width = data.shape
-    if num_centres < 1:
-        raise ValueError(f"the number of centres must be >= 1, got {num_centres}")
-    if num_centres > count:
-        raise ValueError(f"cannot make {num_centres} centres from {count} samples: use at most {count} centres")
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
-    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if gpu and not gpus:
-        raise ValueError("gpu=True but this faiss build sees no GPU (install faiss-gpu, or leave gpu unset)")
-    use_gpu = bool(gpus) and gpu is not False
-    clustering = faiss.Kmeans(width, num_centres, niter=iterations, seed=seed, spherical=True, gpu=use_gpu)
-    clustering.train(data)
-    return _normalise(clustering.centroids.reshape(num_centres, width))
-
-
-def nearest_centres(embeddings: np.ndarray, centres: np.ndarray, top_k: int | None = None) -> np.ndarray:
-    """``[N, top_k]`` int64 indices of each embedding's nearest centres by cosine, nearest first (``top_k``
-    defaults to ``min(DEFAULT_TOP_K, number of centres)``)."""
-    faiss = _faiss()
-    data = _normalise(_as_matrix("embeddings", embeddings))
-    bank = _normalise(_as_matrix("centres", centres))
-    if data.shape[1] != bank.shape[1]:
-        raise ValueError(f"embeddings are {data.shape[1]}-dim but the centres are {bank.shape[1]}-dim")
-    top_k = min(DEFAULT_TOP_K, bank.shape[0]) if top_k is None else top_k
-    if not 1 <= top_k <= bank.shape[0]:
-        raise ValueError(f"top_k must be between 1 and the number of centres ({bank.shape[0]}), got {top_k}")
-    index = faiss.IndexFlatIP(bank.shape[1])
-    index.add(bank)
-    _, ids = index.search(data, top_k)
-    return ids.astype(np.int64)
-
-
-def _relocate(value: str, old_base: Path, new_base: Path) -> str:
-    """A path relative to ``old_base`` made relative to ``new_base`` (absolute paths stay as they are)."""
-    if os.path.isabs(value) or old_base == new_base:
-        return value
-    return Path(os.path.relpath(os.path.abspath(old_base / value), new_base)).as_posix()
-
-
-def write_manifest(
-    records: Sequence[ManifestRecord],
-    manifest: str | os.PathLike[str],
-    out_manifest: str | os.PathLike[str],
-    labels: dict[int, Sequence[int]],
-) -> Path:
-    """Write ``out_manifest`` (atomically): ``records`` (read from ``manifest``) in order with their keys,
-    ``labels`` replaced where ``labels`` has the line number, and relative paths made relative to the new
-    manifest's folder."""
-    old_base = Path(os.path.abspath(Path(manifest).parent))
-    new_base = Path(os.path.abspath(Path(out_manifest).parent))
-    lines = []
-    for record in records:
-        data = dict(record.data)
-        for key in PATH_KEYS:
-            if isinstance(data.get(key), str) and data[key]:
-                data[key] = _relocate(data[key], old_base, new_base)
-        if record.line_no in labels:
-            data["labels"] = [int(v) for v in labels[record.line_no]]
-        lines.append(json.dumps(data, ensure_ascii=False) + "\n")
-    return atomic_write(out_manifest, "".join(lines).encode("utf-8"))
-
-
 def default_centres_path(out_manifest: str | os.PathLike[str]) -> Path:
     """``train.jsonl`` -> ``train.centres.npy``, beside the new manifest."""
     return Path(out_manifest).with_suffix(".centres.npy")
@@ -382,7 +203,7 @@ def build_concepts(
 ) -> dict[str, Any]:
     """Embed the manifest's samples with ``teacher``, cluster them into ``num_centres`` concepts and write
     a new manifest whose ``labels`` are each sample's ``top_k`` nearest concepts (default
-    ``min(DEFAULT_TOP_K, num_centres)``), plus the centres ``[K, D]`` float32 as ``.npy`` (default
+    ``min(clustering.DEFAULT_TOP_K, num_centres)``), plus the centres ``[K, D]`` float32 as ``.npy`` (default
     ``<out_manifest stem>.centres.npy``).
 
     With ``heads`` only those samples are labelled; other lines are copied with their labels unchanged.
@@ -390,17 +211,11 @@ def build_concepts(
     """
     start = time.perf_counter()
     _check_embedding_options(batch_size, frames, dim)
-    if num_centres < 1:
-        raise ValueError(f"the number of centres must be >= 1, got {num_centres}")
-    top_k = min(DEFAULT_TOP_K, num_centres) if top_k is None else top_k
-    if not 1 <= top_k <= num_centres:
-        raise ValueError(f"top_k must be between 1 and the number of centres ({num_centres}), got {top_k}")
+    check_centres(num_centres)
+    top_k = resolve_top_k(top_k, num_centres)
     all_records = read_records(manifest)
     records = select_records(all_records, manifest, heads)
-    if num_centres > len(records):
-        raise ValueError(
-            f"cannot make {num_centres} centres from {len(records)} samples: use at most {len(records)} centres"
-        )
+    check_centres(num_centres, len(records))
     centres_out = default_centres_path(out_manifest) if centres_out is None else Path(centres_out)
     if Path(centres_out).suffix != ".npy":
         raise ValueError(f"the centres file must end in .npy, got {centres_out}")

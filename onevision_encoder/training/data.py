@@ -1,4 +1,5 @@
-"""Training data: a JSONL manifest or WebDataset-style tar shards, read as per-head sample streams.
+"""Training data: a JSONL manifest or WebDataset-style tar shards, read as per-head sample streams;
+a manifest's lines as written, read and rewritten (:class:`ManifestRecord`, ``onevision concepts``).
 
 Manifest (one JSON object per line, paths relative to the manifest's folder unless absolute)::
 
@@ -19,12 +20,16 @@ sample on any number of processes.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write
 from .seeds import sample_seed
 
 HEADS = ("image", "ocr", "video")
@@ -69,6 +74,68 @@ def manifest_lines(manifest: str | Path) -> list[tuple[int, str, dict]]:
     if not lines:
         raise ManifestError(f"{manifest}: the manifest holds no sample")
     return lines
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One manifest line as written (any keys kept): its number, the JSON object and the media file it
+    names. What tools that rewrite a manifest read (``onevision concepts``); training reads :class:`Sample`."""
+
+    line_no: int
+    data: dict[str, Any]
+    path: Path
+    head: str
+
+    @property
+    def is_video(self) -> bool:
+        return self.head == "video"
+
+
+# Keys that hold paths relative to the manifest's folder; rewritten when the new manifest lives elsewhere.
+PATH_KEYS = ("path", "selection")
+
+
+def read_records(manifest: str | os.PathLike[str], check_files: bool = True) -> list[ManifestRecord]:
+    """The samples of a JSONL manifest in order (blank lines skipped); problems raise ``ValueError``
+    naming ``manifest:line``."""
+    manifest = Path(manifest)
+    records = []
+    for number, where, data in manifest_lines(manifest):
+        path = manifest.parent / data["path"]
+        if check_files and not path.is_file():
+            raise ValueError(f"{where}: {path}: no such file")
+        records.append(ManifestRecord(number, data, path, data.get("head", "image")))
+    return records
+
+
+def write_manifest(
+    records: Sequence[ManifestRecord],
+    manifest: str | os.PathLike[str],
+    out_manifest: str | os.PathLike[str],
+    labels: dict[int, Sequence[int]],
+) -> Path:
+    """Write ``out_manifest`` (atomically): ``records`` (read from ``manifest``) in order with their keys,
+    ``labels`` replaced where ``labels`` has the line number, and relative paths made relative to the new
+    manifest's folder."""
+    old_base = Path(os.path.abspath(Path(manifest).parent))
+    new_base = Path(os.path.abspath(Path(out_manifest).parent))
+    lines = []
+    for record in records:
+        data = dict(record.data)
+        for key in PATH_KEYS:
+            if isinstance(data.get(key), str) and data[key]:
+                data[key] = _relocate(data[key], old_base, new_base)
+        if record.line_no in labels:
+            data["labels"] = [int(v) for v in labels[record.line_no]]
+        lines.append(json.dumps(data, ensure_ascii=False) + "\n")
+    return atomic_write(out_manifest, "".join(lines).encode("utf-8"))
+
+
+def _relocate(value: str, old_base: Path, new_base: Path) -> str:
+    """A path relative to ``old_base`` made relative to ``new_base`` (absolute paths stay as they are)."""
+    if os.path.isabs(value) or old_base == new_base:
+        return value
+    return Path(os.path.relpath(os.path.abspath(old_base / value), new_base)).as_posix()
 
 
 def read_manifest(manifest: str | Path, check_files: bool = True) -> list[Sample]:
