@@ -12,7 +12,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import logging
 
 from .configuration import OneVisionEncoderConfig
-from .modeling import OneVisionEncoderModel, OneVisionEncoderPreTrainedModel
+from .modeling import OneVisionEncoderModel, OneVisionEncoderPreTrainedModel, attention_pool
 
 logger = logging.get_logger(__name__)
 
@@ -41,10 +41,8 @@ class AttentiveProbe(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, N, D]`` -> logits ``[B, num_classes]``."""
-        query = self.query.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
-        pooled = self.attention(query, tokens, tokens, need_weights=False)[0]
-        pooled = pooled + self.mlp(self.norm(pooled))
-        return self.classifier(self.final_norm(pooled[:, 0]))
+        pooled = attention_pool(tokens, self.query, self.attention, self.norm, self.mlp)
+        return self.classifier(self.final_norm(pooled))
 
 
 class OneVisionEncoderForVideoClassification(OneVisionEncoderPreTrainedModel):
