@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 # Public name -> the sub-package that defines it.
 _EXPORTS = {
-    "PRESETS": ".model",
+    "MODEL_SIZES": ".model",
     "CheckpointMismatchError": ".model",
     "DamagedCheckpointError": ".model",
     "HubUnreachableError": ".model",

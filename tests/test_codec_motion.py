@@ -15,7 +15,7 @@ from onevision_encoder.codec import motion as motion_module
 from onevision_encoder.codec.compensation import check_against_camera
 from onevision_encoder.codec.geometry import plan_geometry
 from onevision_encoder.codec.motion import motion_compensated, translated, truncate_to_pixels
-from onevision_encoder.codec.options import PRESETS, SelectionOptions
+from onevision_encoder.codec.options import SELECTION_PRESETS, SelectionOptions
 from onevision_encoder.codec.saliency import SaliencyConfig, score_frame
 from onevision_encoder.video.encode import write_video
 from onevision_encoder.video.synthetic import block_texture, make_clip, object_precision, texture
@@ -114,7 +114,7 @@ def test_whole_pixels_are_truncated_toward_zero():
 
 
 def test_presets_and_the_option():
-    assert (PRESETS["lmm"].mv_precision, PRESETS["encoder"].mv_precision) == ("pel", "qpel")
+    assert (SELECTION_PRESETS["lmm"].mv_precision, SELECTION_PRESETS["encoder"].mv_precision) == ("pel", "qpel")
     assert SelectionOptions.resolve(preset="lmm").mv_precision == "pel"
     assert SelectionOptions.resolve(preset="lmm", mv_precision="qpel").mv_precision == "qpel"
     assert SaliencyConfig().mv_precision == "pel"  # the release's

@@ -16,8 +16,8 @@ from ..codec.options import (
     MOTION_MODES,
     MV_COMPENSATIONS,
     MV_PRECISIONS,
-    PRESETS,
     RESIDUAL_MODES,
+    SELECTION_PRESETS,
     OptionError,
     SelectionOptions,
 )
@@ -64,7 +64,7 @@ def add_selection_options(parser: argparse.ArgumentParser) -> None:
     """The codec-selection options, named as ``select_patches``'s keywords."""
     group = parser.add_argument_group("selection (defaults come from the preset)")
     group.add_argument(
-        "--preset", choices=sorted(PRESETS), default="encoder", help="release geometry (default encoder)"
+        "--preset", choices=sorted(SELECTION_PRESETS), default="encoder", help="release geometry (default encoder)"
     )
     group.add_argument("-k", "--num-patches", type=int, help="patches to keep, K")
     group.add_argument("--frames", type=int, default=64, help="frames sampled over the video, T (default 64)")

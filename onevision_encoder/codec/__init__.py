@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from .errors import CorruptVideoError, NotAVideoError, SelectionError, VideoError, VideoNotFoundError
-from .options import PRESETS, OptionError, Preset, SelectionOptions
+from .options import SELECTION_PRESETS, OptionError, SelectionOptions, SelectionPreset
 
 # Public name -> the module that defines it, imported on first use.
 _LAZY = {
@@ -22,14 +22,14 @@ _LAZY = {
 }
 
 __all__ = [
-    "PRESETS",
+    "SELECTION_PRESETS",
     "CodecSelection",
     "CorruptVideoError",
     "NotAVideoError",
     "OptionError",
-    "Preset",
     "SelectionError",
     "SelectionOptions",
+    "SelectionPreset",
     "VideoError",
     "VideoFrames",
     "VideoNotFoundError",

@@ -21,7 +21,7 @@ RESIDUAL_MODES = ("abs", "gradient")
 
 
 @dataclass(frozen=True)
-class Preset:
+class SelectionPreset:
     """Geometry and defaults of one of the release's pipelines."""
 
     fit: str
@@ -35,15 +35,15 @@ class Preset:
     mv_precision: str
 
 
-PRESETS: dict[str, Preset] = {
+SELECTION_PRESETS: dict[str, SelectionPreset] = {
     # Encoder training and attentive probe: 224 centre crop, p=14, K=2048 (8 frames' worth);
     # anchors="gop" keeps sampled frames 0, 16, 32, 48 whole as the training data did.
     # Quarter-pel motion: whole pixels lost object precision on generated pans (worst 0.965 vs 0.976,
     # benchmarks/bench_selection_quality.py) and codec/estimated agreement (Jaccard 0.90 vs 0.94).
-    "encoder": Preset("short_side_crop", 224, 14, 2048, "similarity", 0.3, "gop", 0.25, "qpel"),
+    "encoder": SelectionPreset("short_side_crop", 224, 14, 2048, "similarity", 0.3, "gop", 0.25, "qpel"),
     # LLaVA-style LMM: long side 576 zero-padded to 576x576, p=16, K = 8 x 1296, first frame whole.
     # Whole-pixel vectors truncated toward zero, as the release's reader exported them for the LMM's data.
-    "lmm": Preset("long_side_pad", 576, 16, 8 * 1296, "median", 0.0, "first", None, "pel"),
+    "lmm": SelectionPreset("long_side_pad", 576, 16, 8 * 1296, "median", 0.0, "first", None, "pel"),
 }
 UNSET: Any = object()  # "take the preset's value" where None is itself a value (static_threshold)
 
@@ -148,7 +148,7 @@ class SelectionOptions:
     allow_truncated: bool = False
 
     def __post_init__(self) -> None:
-        checked: dict[str, Any] = {"preset": check_choice("preset", self.preset, sorted(PRESETS))}
+        checked: dict[str, Any] = {"preset": check_choice("preset", self.preset, sorted(SELECTION_PRESETS))}
         (
             checked["mv_compensate"],
             checked["mv_precision"],
@@ -212,7 +212,7 @@ class SelectionOptions:
         allow_truncated: bool = False,
     ) -> SelectionOptions:
         """``select_patches``'s keywords, ``None`` (``static_threshold``: left out) taking the preset's value."""
-        defaults = PRESETS[check_choice("preset", preset, sorted(PRESETS))]
+        defaults = SELECTION_PRESETS[check_choice("preset", preset, sorted(SELECTION_PRESETS))]
 
         def given(value: Any, default: Any) -> Any:
             return default if value is None else value
@@ -242,7 +242,7 @@ class SelectionOptions:
     @property
     def fit(self) -> str:
         """How frames are fitted to the model's input: the preset's (see :data:`FIT_MODES`)."""
-        return PRESETS[self.preset].fit
+        return SELECTION_PRESETS[self.preset].fit
 
     @property
     def whole_frames(self) -> list[int]:

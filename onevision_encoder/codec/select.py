@@ -14,14 +14,13 @@ from av.video.reformatter import VideoReformatter
 
 from .errors import SelectionError
 from .geometry import FrameGeometry, plan_geometry
-from .options import PRESETS as PRESETS  # importable from here as before
-from .options import UNSET, Preset, SelectionOptions
+from .options import UNSET, SelectionOptions
 from .reader import DecodedSample, VideoInfo, VideoReader, luma_at, rgb_at, sample_frame_ids
 from .result import CodecSelection
 from .saliency import FrameScores, SaliencyConfig, score_frame
 from .selection import is_static, select_top_k, spread_frames
 
-__all__ = ["PRESETS", "Preset", "SelectionOptions", "compute_codec_visible_indices", "select_patches"]
+__all__ = ["compute_codec_visible_indices", "select_patches"]
 
 
 PENDING_FRAMES = 4  # scored frames in flight: bounds memory while decoding overlaps scoring

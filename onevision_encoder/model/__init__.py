@@ -2,7 +2,7 @@
 
 from ..auto_registration import register as register_with_transformers_auto_classes
 from .classification import AttentiveProbe, OneVisionEncoderForVideoClassification
-from .configuration import PRESETS, OneVisionEncoderConfig
+from .configuration import MODEL_SIZES, OneVisionEncoderConfig
 from .image_processing import OneVisionEncoderImageProcessor
 from .llava import OneVisionLlavaConfig, OneVisionLlavaForConditionalGeneration, vision_token_count
 from .llava_processing import OneVisionLlavaProcessor
@@ -17,7 +17,7 @@ from .modeling import (
 from .tower import TowerFeatures, vision_tower_features
 
 __all__ = [
-    "PRESETS",
+    "MODEL_SIZES",
     "AttentiveProbe",
     "CheckpointMismatchError",
     "DamagedCheckpointError",

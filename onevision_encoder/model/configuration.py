@@ -7,7 +7,7 @@ from typing import Any
 from transformers import PretrainedConfig
 
 # Sizes of the published families; everything else is shared.
-PRESETS: dict[str, dict[str, int]] = {
+MODEL_SIZES: dict[str, dict[str, int]] = {
     "base": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
     "large": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16},
     "huge": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 16},
@@ -131,6 +131,6 @@ class OneVisionEncoderConfig(PretrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> OneVisionEncoderConfig:
         """Config of a published size (``base``, ``large`` or ``huge``), with optional overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        if name not in MODEL_SIZES:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(MODEL_SIZES)}")
+        return cls(**{**MODEL_SIZES[name], **overrides})
