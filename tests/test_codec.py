@@ -118,7 +118,7 @@ def test_quarter_pel_units_on_a_known_shift(videos):
             assert np.median(estimated[..., 0]) == 6 and np.median(estimated[..., 1]) == 0
 
 
-def test_b_frame_vectors_are_paired_with_the_anchor_they_point_to(tmp_path):
+def test_b_frame_vectors_are_paired_with_the_reference_frame_they_point_to(tmp_path):
     """With B frames a P frame's vectors skip the B frames before it: its reference is the last I/P frame
     shown, and motion compensation against it predicts the frame; against the previous frame it would not."""
     clip = make_clip("shift", shift=(2.0, 0.0), num_frames=24)
@@ -135,12 +135,12 @@ def test_b_frame_vectors_are_paired_with_the_anchor_they_point_to(tmp_path):
     with av.open(str(path)) as container:
         shown = [(PictureType(frame.pict_type).name, luma_at(frame, (224, 320))) for frame in container.decode(video=0)]
     assert "B" in {kind for kind, _ in shown}
-    anchors = [i for i, (kind, _) in enumerate(shown) if kind in ("I", "P")]
+    reference_frames = [i for i, (kind, _) in enumerate(shown) if kind in ("I", "P")]
     ours, previous_frame = [], []
     with VideoReader(path) as reader:
         for sample in reader.samples(np.arange(1, len(shown))):
             index = sample.frame_index
-            expected = max(a for a in anchors if a < index)
+            expected = max(r for r in reference_frames if r < index)
             assert np.array_equal(luma_at(sample.reference, (224, 320)), shown[expected][1])
             field = rasterize_motion_vectors(sample.motion_vectors, (224, 320))
             luma = shown[index][1]

@@ -19,7 +19,7 @@ Any other codec, or a packet that cannot be parsed, is not a random access point
 from an earlier one, or from the start).
 
 Disposable frames. An H.264 picture whose slices are all B slices with ``nal_ref_idc`` 0 is never a reference:
-no other picture's pixels or motion vectors depend on it, and it is not an I or P anchor either, so leaving
+no other picture's pixels or motion vectors depend on it, and it is not an I or P reference frame either, so leaving
 it out of the decode changes nothing else.
 """
 

@@ -3,8 +3,8 @@
 For each sampled frame it yields the decoded frame, its reference frame and the codec's motion
 vectors when the decoder exports them. The reference is the frame the vectors point to: the
 previous frame in a stream without B-frames; with B-frames, the last I or P frame shown before it
-(a P frame's vectors skip the B frames between anchors, and a B frame's past vectors point to
-that anchor too). Frames without codec vectors take the frame shown just before them, against
+(a P frame's vectors skip the B frames between I/P frames, and a B frame's past vectors point to
+that I/P frame too). Frames without codec vectors take the frame shown just before them, against
 which their motion is estimated. Nothing else is kept, so memory stays bounded whatever the
 video's length.
 
@@ -47,7 +47,7 @@ from .seeking import FrameIndex
 MOTION_VECTOR_CODECS = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video", "msmpeg4v2", "msmpeg4v3", "h263"})
 PREDICTED = frozenset({av.video.frame.PictureType.P, av.video.frame.PictureType.B})
 # Frames that later P and B frames predict from (x264's reference B frames aside).
-ANCHORS = frozenset({av.video.frame.PictureType.I, av.video.frame.PictureType.P})
+REFERENCE_PICTURE_TYPES = frozenset({av.video.frame.PictureType.I, av.video.frame.PictureType.P})
 # Pixel formats whose first plane is 8-bit luma that can be read without conversion.
 EIGHT_BIT_LUMA_FORMATS = frozenset(
     {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
@@ -250,12 +250,12 @@ class VideoReader:
         if not members:
             return
         wanted, last_wanted = set(members), members[-1]
-        previous = anchor = None
+        previous = last_reference = None
         for index, frame in self._numbered(start):
             if index in wanted:
                 vectors = _motion_vectors(frame)
                 predicted = vectors is not None and frame.pict_type in PREDICTED
-                reference = anchor if predicted else previous
+                reference = last_reference if predicted else previous
                 if self._index is not None and index and reference is None and (start or not predicted):
                     raise _LostTrack  # a run that starts at a seek point (an I frame) always has it
                 if reference is not None and (reference.width, reference.height) != (frame.width, frame.height):
@@ -272,8 +272,8 @@ class VideoReader:
                 )
             if index >= last_wanted:
                 return
-            if frame.pict_type in ANCHORS:
-                anchor = frame
+            if frame.pict_type in REFERENCE_PICTURE_TYPES:
+                last_reference = frame
             previous = frame if index + 1 in wanted else None
 
     def _numbered(self, start: int) -> Iterator[tuple[int, av.VideoFrame]]:

@@ -180,7 +180,7 @@ def _score_frames(
     work_hw = geometry.resized_hw[::-1] if turns % 2 else geometry.resized_hw
     reformatter = VideoReformatter()
     # The last planes asked for, with their frames (kept alive, so identity is safe): a reference is often a
-    # frame sampled just before (dense sampling), or the anchor of several B frames. Planes are made on the
+    # frame sampled just before (dense sampling), or the I/P frame several B frames refer to. Planes are made on the
     # workers, so that this thread only decodes: a plane job is always submitted before the score job that
     # waits for it, so a worker never waits for a job still queued behind it.
     recent: deque[tuple[Any, Future[np.ndarray]]] = deque(maxlen=RECENT_PLANES)
