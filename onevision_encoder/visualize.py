@@ -1,6 +1,6 @@
 """Pictures that explain a codec-style patch selection.
 
-For every sampled frame of a :class:`~onevision_encoder.codec.result.CodecSelection` (made with
+For every sampled frame of a :class:`~onevision_encoder.codec.codec_selection.CodecSelection` (made with
 ``select_patches(..., keep_frames=True)``) four aligned panels are drawn:
 
 1. **original**: the frame the model sees;
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .codec.result import CodecSelection
+from .codec.codec_selection import CodecSelection
 from .files import atomic_write
 from .video.encode import write_video
 from .video.normalisation import LUMA

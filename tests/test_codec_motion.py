@@ -15,7 +15,8 @@ from onevision_encoder.codec import motion as motion_module
 from onevision_encoder.codec.compensation import check_against_camera
 from onevision_encoder.codec.geometry import plan_geometry
 from onevision_encoder.codec.motion import motion_compensated, translated, truncate_to_pixels
-from onevision_encoder.codec.options import SELECTION_PRESETS, SelectionOptions
+from onevision_encoder.codec.options import SelectionOptions
+from onevision_encoder.codec.presets import SELECTION_PRESETS
 from onevision_encoder.codec.saliency import SaliencyConfig, score_frame
 from onevision_encoder.video.encode import write_video
 from onevision_encoder.video.synthetic import block_texture, make_clip, object_precision, texture

@@ -21,7 +21,7 @@ import pytest
 
 from onevision_encoder import files
 from onevision_encoder.batch import DONE, FAILED, Outcome, run_in_workers
-from onevision_encoder.codec.result import PACK_POSITIONS_FILE
+from onevision_encoder.codec.codec_selection import PACK_POSITIONS_FILE
 
 ONEVISION = Path(sys.executable).with_name("onevision")
 

@@ -6,6 +6,7 @@ import pytest
 from onevision_encoder.codec.compensation import camera_motion
 from onevision_encoder.codec.geometry import plan_geometry
 from onevision_encoder.codec.motion import motion_compensated
+from onevision_encoder.codec.options import anchor_frames
 from onevision_encoder.codec.saliency import (
     SaliencyConfig,
     centre_gaussian,
@@ -15,7 +16,7 @@ from onevision_encoder.codec.saliency import (
     residual_gradient,
     residual_magnitude,
 )
-from onevision_encoder.codec.selection import anchor_frames, select_top_k, spread_frames
+from onevision_encoder.codec.top_k import select_top_k, spread_frames
 
 
 def test_percentile95_matches_numpy():

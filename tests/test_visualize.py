@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onevision_encoder.codec.result import CodecSelection
+from onevision_encoder.codec.codec_selection import CodecSelection
 from onevision_encoder.codec.select import select_patches
 from onevision_encoder.video.synthetic import make_clip, write_clip
 from onevision_encoder.visualize import (

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-# The selection's errors, choices and checks, without importing the codec itself (standard library only).
+# The selection's errors, choices, checks and presets, without importing the codec itself (standard library only).
 from ..codec.errors import VideoError
 from ..codec.options import (
     ANCHOR_POLICIES,
@@ -17,10 +17,10 @@ from ..codec.options import (
     MV_COMPENSATIONS,
     MV_PRECISIONS,
     RESIDUAL_MODES,
-    SELECTION_PRESETS,
     OptionError,
     SelectionOptions,
 )
+from ..codec.presets import SELECTION_PRESETS
 
 # What a bad input file raises: reported per file, the batch goes on.
 INPUT_ERRORS = (VideoError, OSError, ValueError)

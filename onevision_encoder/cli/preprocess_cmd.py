@@ -122,7 +122,7 @@ def output_folders(listing: InputListing, out: Path) -> dict[Path, Path]:
 
 
 def is_finished(folder: Path, pack: bool) -> bool:
-    from ..codec.result import META_FILE, PACK_POSITIONS_FILE
+    from ..codec.codec_selection import META_FILE, PACK_POSITIONS_FILE
 
     return (folder / META_FILE).is_file() and (not pack or (folder / PACK_POSITIONS_FILE).is_file())
 
@@ -156,7 +156,7 @@ def write_pack(selection: Any, folder: Path, image_format: str) -> None:
     import numpy as np
     from PIL import Image
 
-    from ..codec.result import PACK_POSITIONS_FILE
+    from ..codec.codec_selection import PACK_POSITIONS_FILE
 
     per_frame = selection.grid[1] * selection.grid[2]
     if selection.num_patches % per_frame:
@@ -186,7 +186,7 @@ def pack_conversations(
     """Rewrite the items whose video this shard packed; pass text and image items through unchanged;
     drop (with the reason) an item whose video failed or is not among the inputs. An item belongs to
     the shard of its video, an item without one to the shard of its number."""
-    from ..codec.result import PACK_POSITIONS_FILE, pack_mosaic_names
+    from ..codec.codec_selection import PACK_POSITIONS_FILE, pack_mosaic_names
 
     inputs = {output_name(video, base): video for video in folders}
     numbers = {video: number for number, video in enumerate(folders)}

@@ -1,6 +1,6 @@
 """Codec-style patch selection: pick the K patches of a video where it moves and changes.
 
-Importing the package is light (errors and options: the standard library only); the selection itself
+Importing the package is light (errors, options and presets: the standard library only); the selection itself
 (PyAV, OpenCV, torch) loads on first use of its names.
 """
 
@@ -10,11 +10,12 @@ import importlib
 from typing import Any
 
 from .errors import CorruptVideoError, NotAVideoError, SelectionError, VideoError, VideoNotFoundError
-from .options import SELECTION_PRESETS, OptionError, SelectionOptions, SelectionPreset
+from .options import OptionError, SelectionOptions
+from .presets import SELECTION_PRESETS, SelectionPreset
 
 # Public name -> the module that defines it, imported on first use.
 _LAZY = {
-    "CodecSelection": ".result",
+    "CodecSelection": ".codec_selection",
     "VideoFrames": ".reader",
     "compute_codec_visible_indices": ".select",
     "read_video_frames": ".reader",

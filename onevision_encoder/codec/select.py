@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from .codec_selection import CodecSelection
 from .errors import SelectionError
 from .geometry import FrameGeometry, plan_geometry
 from .options import UNSET, SelectionOptions
 from .reader import DecodedSample, VideoInfo, VideoReader, luma_at, rgb_at, sample_frame_ids
-from .result import CodecSelection
 from .saliency import FrameScores, SaliencyConfig, score_frame
-from .selection import is_static, select_top_k, spread_frames
+from .top_k import is_static, select_top_k, spread_frames
 
 __all__ = ["compute_codec_visible_indices", "select_patches"]
 

@@ -187,7 +187,7 @@ class OneVisionLlavaProcessor(ProcessorMixin):
 
     def load_pack(self, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """The mosaics and positions of a ``preprocess --pack`` folder, normalised by the image processor."""
-        from ..codec.result import PACK_POSITIONS_FILE, pack_mosaic_names
+        from ..codec.codec_selection import PACK_POSITIONS_FILE, pack_mosaic_names
 
         names = pack_mosaic_names(folder)
         if not names or not (folder / PACK_POSITIONS_FILE).is_file():

@@ -1,11 +1,9 @@
-"""Choosing K patches: anchor frames kept whole, then one global top-K over everything else."""
+"""The top-K rule: whole (anchor) frames kept first, then one global top-K over everything else; the still-clip
+fallback (whole frames spread over the clip). Which frames are anchors: ``anchor_frames`` in :mod:`.options`."""
 
 from __future__ import annotations
 
 import numpy as np
-
-from .options import ANCHOR_POLICIES as ANCHOR_POLICIES  # the choices live with the other options
-from .options import anchor_frames as anchor_frames
 
 
 def is_static(patch_motion: np.ndarray, valid: np.ndarray, threshold_px: float) -> bool:
