@@ -30,7 +30,7 @@ _EXPORTS = {
     "compute_codec_visible_indices": ".codec",
     "read_video_frames": ".codec",
     "select_patches": ".codec",
-    "transcode": ".video",
+    "transcode": ".codec",
     "OneVisionEncoderConfig": ".model",
     "OneVisionEncoderForVideoClassification": ".model",
     "OneVisionEncoderImageProcessor": ".model",

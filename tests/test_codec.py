@@ -19,11 +19,11 @@ from onevision_encoder.codec import (
     VideoNotFoundError,
     compute_codec_visible_indices,
     select_patches,
+    transcode,
 )
 from onevision_encoder.codec.motion import estimate_motion, motion_compensated, rasterize_motion_vectors
 from onevision_encoder.codec.reader import VideoReader, luma_at, probe_video, read_sampled_frames, sample_frame_ids
 from onevision_encoder.codec.saliency import residual_magnitude
-from onevision_encoder.video import transcode
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 SMALL = dict(num_frames=16, num_patches=128, anchors="none")  # 16 sampled frames of a 48-frame clip

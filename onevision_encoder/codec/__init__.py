@@ -20,6 +20,7 @@ _LAZY = {
     "compute_codec_visible_indices": ".select",
     "read_video_frames": ".reader",
     "select_patches": ".select",
+    "transcode": ".transcoding",
 }
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "compute_codec_visible_indices",
     "read_video_frames",
     "select_patches",
+    "transcode",
 ]
 
 

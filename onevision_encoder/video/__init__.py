@@ -1,6 +1,6 @@
 """Video utilities: the virtual frame grid, patch mosaics, and writing videos."""
 
-from .encode import transcode, write_video
+from .encode import write_video
 from .grid import (
     VIRTUAL_FRAMES,
     check_visible_indices,
@@ -21,7 +21,6 @@ __all__ = [
     "mosaic",
     "patchify",
     "positions_to_indices",
-    "transcode",
     "unmosaic",
     "unpatchify",
     "write_video",
