@@ -2,7 +2,7 @@
 
 8 images between 224x224 and 672x448 plus 2 codec clips of K=2048 (mosaics with their indices), at
 ViT-L width (2 blocks by default). Times are medians of interleaved runs in one process; peak
-memory is measured in a fresh process per layout. ``--compile`` also times ``torch.compile`` on a
+memory is measured in a fresh process for each. ``--compile`` also times ``torch.compile`` on a
 fixed-shape dense input (the encoder blocks compile without graph breaks).
 
     python benchmarks/bench_packed.py
@@ -46,9 +46,9 @@ def make_samples(args: argparse.Namespace) -> list[dict[str, torch.Tensor]]:
     ]
 
 
-def run(model: OneVisionEncoderModel, samples: list, layout: str) -> torch.Tensor:
+def run(model: OneVisionEncoderModel, samples: list, batching: str) -> torch.Tensor:
     with torch.inference_mode():
-        out = model.forward_packed(samples, layout=layout)
+        out = model.forward_packed(samples, padded=batching == "padded")
     if out.pooler_output.is_cuda:
         torch.cuda.synchronize()
     return out.pooler_output.float()
@@ -87,19 +87,19 @@ def main() -> None:
     ]
     print(f"{len(samples)} samples, {sum(tokens)} tokens (longest {max(tokens)}; padded: {len(tokens) * max(tokens)})")
     print(f"ViT-L width, {args.layers} blocks, {args.backend}, {args.dtype} on {args.device}")
-    reference = {layout: run(model, samples, layout) for layout in ("packed", "padded")}
+    reference = {batching: run(model, samples, batching) for batching in ("packed", "padded")}
     times = {"packed": [], "padded": []}
     for _ in range(args.repeats):
-        for layout in times:
+        for batching in times:
             start = time.perf_counter()
-            run(model, samples, layout)
-            times[layout].append(time.perf_counter() - start)
+            run(model, samples, batching)
+            times[batching].append(time.perf_counter() - start)
     peaks = {}
-    for layout in times:
-        command = [sys.executable, __file__, "--memory-of", layout, "--layers", str(args.layers)]
+    for batching in times:
+        command = [sys.executable, __file__, "--memory-of", batching, "--layers", str(args.layers)]
         command += ["--device", args.device, "--dtype", args.dtype, "--backend", args.backend]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
-        peaks[layout] = json.loads(result.stdout.strip().splitlines()[-1])["peak"] / 2**20
+        peaks[batching] = json.loads(result.stdout.strip().splitlines()[-1])["peak"] / 2**20
     packed, padded = statistics.median(times["packed"]), statistics.median(times["padded"])
     print(f"packed {packed * 1000:8.1f} ms  peak {peaks['packed']:7.0f} MiB  {sum(tokens) / packed:9.0f} tokens/s")
     print(f"padded {padded * 1000:8.1f} ms  peak {peaks['padded']:7.0f} MiB")

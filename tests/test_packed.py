@@ -36,18 +36,18 @@ def make_model(backend, use_head):
     return model
 
 
-@pytest.mark.parametrize("layout", ["packed", "padded"])
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("backend", ["sdpa", "eager"])
 @pytest.mark.parametrize("use_head", [True, False])
-def test_one_call_equals_each_sample_alone(layout, backend, use_head):
+def test_one_call_equals_each_sample_alone(padded, backend, use_head):
     model = make_model(backend, use_head)
     samples = mixed_samples()
     with torch.no_grad():
         expected = [alone(model, s) for s in samples]
-        out = model.forward_packed(samples, layout=layout, output_hidden_states=True)
+        out = model.forward_packed(samples, padded=padded, output_hidden_states=True)
     lengths = [6, 16, 5, 6, 8, 8]
     assert out.cu_seqlens.tolist() == [0, 6, 22, 27, 33, 41, 49]
-    if layout == "packed":
+    if not padded:
         assert out.last_hidden_state.shape == (sum(lengths), 128) and out.attention_mask is None
     else:
         assert out.last_hidden_state.shape == (6, 16, 128) and out.attention_mask.sum(1).tolist() == lengths
@@ -90,7 +90,7 @@ def test_packed_flash_attention_gets_one_row_cut_by_cu_seqlens(monkeypatch):
     torch.testing.assert_close(out.last_hidden_state, expected.last_hidden_state, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.pooler_output, expected.pooler_output, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="takes packed sequences, not padded ones"):
-        make_model("flash_attention_2", True).forward_packed(samples, layout="padded")
+        make_model("flash_attention_2", True).forward_packed(samples, padded=True)
 
 
 def test_gradients_flow_through_the_packed_path():
@@ -128,8 +128,6 @@ def test_bad_segments_and_samples_are_refused():
         model.forward_packed([{"pixel_values": torch.randn(3, 28, 28), "visible_indices": torch.zeros(1, 2).long()}])
     with pytest.raises(ValueError, match="must be a dict with 'pixel_values'"):
         model.forward_packed([torch.randn(3, 28, 28)])
-    with pytest.raises(ValueError, match="layout must be"):
-        model.forward_packed(mixed_samples(), layout="ragged")
 
 
 def test_vision_tower_layer_merge_and_positions():

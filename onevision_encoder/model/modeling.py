@@ -269,7 +269,7 @@ class OneVisionEncoderAttention(nn.Module):
             return self.out_proj(self._packed(hidden_states, cos, sin, layout, backend, dropout)), None
         if backend == "flash_attention_2" and layout is not None:
             raise ValueError(
-                "flash_attention_2 takes packed sequences, not padded ones: use forward_packed(layout='packed')"
+                "flash_attention_2 takes packed sequences, not padded ones: use forward_packed without padded=True"
             )
         batch, length, _ = hidden_states.shape
         split = (batch, length, self.num_heads, self.head_dim)
@@ -655,19 +655,17 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         return hidden_states, positions.to(clip.device)
 
     def forward_packed(
-        self, samples: list[dict[str, torch.Tensor]], layout: str = "packed", output_hidden_states: bool = False
+        self, samples: list[dict[str, torch.Tensor]], padded: bool = False, output_hidden_states: bool = False
     ) -> PackedEncoderOutput:
         """One forward over samples of different sizes, each attending only to its own tokens.
 
         Each sample is a dict with ``pixel_values`` (an image ``[C, H, W]`` or a clip ``[C, T, H, W]``) and
         optional ``visible_indices [N]`` / ``patch_positions [N, 3]``, with the meaning of :meth:`forward`.
-        ``layout="packed"`` concatenates the tokens (``[total, D]`` with ``cu_seqlens``): flash-attn's varlen
+        By default the tokens are packed, concatenated (``[total, D]`` with ``cu_seqlens``): flash-attn's varlen
         kernel on CUDA, otherwise samples of equal length attend as one dense batch, so no mask is built.
-        ``layout="padded"`` pads to the longest sample and masks the padding. Numerically the same as
-        running every sample alone.
+        ``padded=True`` pads to the longest sample (``[B, max_len, D]``) and masks the padding. Numerically the
+        same as running every sample alone.
         """
-        if layout not in ("packed", "padded"):
-            raise ValueError(f"layout must be 'packed' or 'padded', got {layout!r}")
         if not isinstance(samples, (list, tuple)):
             raise TypeError(
                 f"samples must be a list of dicts (one per sample, each with 'pixel_values'), got "
@@ -704,23 +702,23 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
             tokens.append(hidden[0])
             positions.append(where[0])
         lengths = [t.shape[0] for t in tokens]
-        token_layout = TokenLayout.from_lengths(lengths, tokens[0].device, padded=layout == "padded")
-        if layout == "packed":
+        layout = TokenLayout.from_lengths(lengths, tokens[0].device, padded=padded)
+        if not padded:
             hidden_states, where = torch.cat(tokens), torch.cat(positions)
         else:
             hidden_states = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True)
             where = torch.nn.utils.rnn.pad_sequence(positions, batch_first=True)
         cos, sin = self.rotary(where)
         hidden_states, all_hidden, _ = self.encoder(
-            hidden_states, cos, sin, output_hidden_states=output_hidden_states, layout=token_layout
+            hidden_states, cos, sin, output_hidden_states=output_hidden_states, layout=layout
         )
-        hidden_states, pooled = self._pool(hidden_states, token_layout)
+        hidden_states, pooled = self._pool(hidden_states, layout)
         return PackedEncoderOutput(
             last_hidden_state=hidden_states,
-            cu_seqlens=token_layout.cu_seqlens,
+            cu_seqlens=layout.cu_seqlens,
             pooler_output=pooled,
             hidden_states=all_hidden,
-            attention_mask=token_layout.valid,
+            attention_mask=layout.valid,
             positions_thw=where,
         )
 
