@@ -91,7 +91,7 @@ def chunk_input(
     frame_ids, frames = read_sampled_frames(path, num_frames, frame_range=frame_range)
     if transform is not None:
         frames = list(transform(np.stack(frames)))
-    clip = processor(videos=[frames])["pixel_values"][0]
+    clip = processor(videos=[frames])["pixel_values_videos"][0]
     hp, wp = (side // processor.patch_size for side in clip.shape[-2:])
     indices = chunk_visible_indices(frame_positions(num_frames, temporal_size, rounding), (hp, wp))
     positions = indices_to_positions(indices, (hp, wp)).numpy().astype(np.int32)

@@ -197,11 +197,11 @@ def test_native_mode_override_per_call():
 def test_video_frames_become_a_clip_batch():
     processor = OneVisionEncoderImageProcessor()
     video = [random_image(240, 320, seed=s) for s in range(5)]
-    out = processor(videos=[video, video])["pixel_values"]
+    out = processor(videos=[video, video])["pixel_values_videos"]
     assert out.shape == (2, 3, 5, 224, 224)
     single_frame = processor(images=video[2], mode="crop")["pixel_values"]
     assert single_frame.shape == (1, 3, 448, 448)
-    as_array = processor(videos=np.stack([np.asarray(f) for f in video]))["pixel_values"]
+    as_array = processor(videos=np.stack([np.asarray(f) for f in video]))["pixel_values_videos"]
     torch.testing.assert_close(as_array, out[:1])
     reference = torch.as_tensor(np.asarray(clip_reference(224)(images=video, return_tensors="np")["pixel_values"]))
     torch.testing.assert_close(out[0].transpose(0, 1), reference, atol=1e-5, rtol=0)
@@ -216,7 +216,7 @@ def test_images_and_videos_together():
 
 def test_native_video_frames_and_mismatched_videos():
     processor = OneVisionEncoderImageProcessor(mode="native")
-    clip = processor(videos=[[random_image(360, 640)] * 3])["pixel_values"]
+    clip = processor(videos=[[random_image(360, 640)] * 3])["pixel_values_videos"]
     assert clip.shape[:3] == (1, 3, 3) and clip.shape[3] * clip.shape[4] <= 224 * 224
     with pytest.raises(ValueError, match="equal shape"):
         processor(videos=[[random_image(360, 640)] * 3, [random_image(640, 360)] * 3])

@@ -143,7 +143,7 @@ def test_video_batch_matches_a_hand_built_batch(dataset, tmp_path):
         video_size={"shortest_edge": 56}, video_crop_size={"height": 56, "width": 56}
     )
     # codec with the precomputed selection: its frame_ids' frames, its patches, re-tiled with true positions
-    clip = processor(videos=[read_frames(videos[0].path, selected.frame_ids)])["pixel_values"]
+    clip = processor(videos=[read_frames(videos[0].path, selected.frame_ids)])["pixel_values_videos"]
     tiles, indices = mosaic(clip, torch.from_numpy(selected.visible_indices), 14)
     torch.testing.assert_close(batch.forwards[0]["pixel_values"][0], tiles[0])
     assert torch.equal(batch.forwards[0]["visible_indices"][0], indices[0])
@@ -151,12 +151,12 @@ def test_video_batch_matches_a_hand_built_batch(dataset, tmp_path):
     slots = bin_slots(1004, 64)
     assert all(8 * b <= slot < 8 * (b + 1) for b, slot in enumerate(slots))
     frame_ids = sample_frame_ids(24, 64)[slots]
-    sampled = processor(videos=[read_frames(videos[4].path, frame_ids)])["pixel_values"][0]
+    sampled = processor(videos=[read_frames(videos[4].path, frame_ids)])["pixel_values_videos"][0]
     torch.testing.assert_close(batch.forwards[0]["pixel_values"][4], sampled)
     assert torch.equal(batch.forwards[0]["visible_indices"][4], chunk_visible_indices(torch.from_numpy(slots), (4, 4)))
     # collage: the 8 bin-sampled frames stacked top to bottom in one image
     slots = bin_slots(1007, 64)
-    frames = processor(videos=[read_frames(videos[7].path, sample_frame_ids(24, 64)[slots])])["pixel_values"][0]
+    frames = processor(videos=[read_frames(videos[7].path, sample_frame_ids(24, 64)[slots])])["pixel_values_videos"][0]
     torch.testing.assert_close(batch.forwards[1]["pixel_values"][0], torch.cat(list(frames.unbind(1)), dim=1))
     assert batch.labels.tolist() == [[s.labels[0]] for s in videos]
 

@@ -48,7 +48,7 @@ def clips(count_per_label, seed=0, size=56, frames=8):
     for label in range(len(LABELS)):
         for index in range(count_per_label):
             video = synthetic_video(label, len(LABELS), size + 8, frames, seed + 100 * label + index)
-            pixels = processor(videos=[video])["pixel_values"][0]
+            pixels = processor(videos=[video])["pixel_values_videos"][0]
             samples.append({"pixel_values": pixels, "visible_indices": indices, "labels": torch.tensor(label)})
     return samples
 

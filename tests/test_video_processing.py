@@ -57,7 +57,7 @@ def test_uniform_sampling_gives_the_model_its_chunk(clip_path, model):
     # The frames are floor(linspace(0, N - 1, 8)) of the file, processed as the image processor does video frames.
     read = read_video_frames(clip_path, num_frames=8)
     assert read.frame_ids.tolist() == np.floor(np.linspace(0, NUM_FRAMES - 1, 8)).astype(int).tolist()
-    reference = OneVisionEncoderImageProcessor()(videos=[list(read.frames)])["pixel_values"]
+    reference = OneVisionEncoderImageProcessor()(videos=[list(read.frames)])["pixel_values_videos"]
     torch.testing.assert_close(out["pixel_values"], reference, atol=0, rtol=0)
     with torch.no_grad():
         tokens = model(**out).last_hidden_state

@@ -249,7 +249,8 @@ def _floats(value: float | Sequence[float], name: str) -> tuple[float, ...]:
 
 
 class OneVisionEncoderImageProcessor(BaseImageProcessor):
-    """Turns images into ``pixel_values [B, 3, H, W]`` and videos (lists of frames) into ``[B, 3, T, H, W]``.
+    """Turns images into ``pixel_values [B, 3, H, W]`` and videos (lists of frames) into ``pixel_values_videos
+    [B, 3, T, H, W]`` (each key one kind of input, as transformers' image processors that take videos name them).
 
     Call it as ``processor(images=...)``, ``processor(videos=...)`` or both. Every attribute set in
     ``__init__`` (and transformers' standard image arguments) may be overridden per call. In ``native``
@@ -257,7 +258,7 @@ class OneVisionEncoderImageProcessor(BaseImageProcessor):
     tensors. ``return_tensors`` is ``"pt"`` (the default), ``"np"`` or ``None`` (lists of arrays).
     """
 
-    model_input_names = ["pixel_values"]
+    model_input_names = ["pixel_values", "pixel_values_videos"]
     valid_kwargs = OneVisionEncoderImageProcessorKwargs
 
     def __init__(
@@ -312,8 +313,8 @@ class OneVisionEncoderImageProcessor(BaseImageProcessor):
     ) -> BatchFeature:
         """Preprocess ``images`` (one or a list) and/or ``videos`` (one or a list of frame sequences).
 
-        Returns a ``BatchFeature`` with ``pixel_values`` for images and ``pixel_values_videos`` for videos
-        (``pixel_values`` when only videos are given). Keyword arguments override the processor's
+        Returns a ``BatchFeature`` with ``pixel_values`` for images and ``pixel_values_videos`` for videos,
+        whichever are given. Keyword arguments override the processor's
         attributes for this call (``mode``, ``size``, ``crop_size``, ``image_mean``, ``do_rescale``, ...),
         plus ``return_tensors`` (``"pt"``, ``"np"`` or ``None``), ``data_format`` (images only),
         ``input_data_format`` and ``device``. An unknown keyword raises ``TypeError``.
@@ -362,8 +363,7 @@ class OneVisionEncoderImageProcessor(BaseImageProcessor):
                 raise ValueError(
                     f"videos of one batch must give clips of equal shape [C, T, H, W], got {sorted(sizes)}"
                 )
-            key = "pixel_values_videos" if images is not None else "pixel_values"
-            data[key] = _stack(clips, return_tensors, ragged_ok=False)
+            data["pixel_values_videos"] = _stack(clips, return_tensors, ragged_ok=False)
         features = BatchFeature(data=data)
         device = options.get("device")
         return features.to(device) if device is not None and return_tensors == "pt" else features

@@ -160,7 +160,7 @@ def _clip(sample: Sample, processor: OneVisionEncoderImageProcessor, read: Calla
         frames = read()
     except Exception as error:  # a video error names the file; add the manifest line
         raise ManifestError(f"{sample.source}: {error}") from None
-    return processor(videos=[frames])["pixel_values"][0]
+    return processor(videos=[frames])["pixel_values_videos"][0]
 
 
 def _codec_entry(
