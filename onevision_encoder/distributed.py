@@ -11,11 +11,18 @@ import torch
 import torch.distributed as dist
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: the process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU; any
+    other name is passed through. The one reading of ``--device auto`` (training, encode, probe, concepts)."""
+    if device != "auto":
+        return device
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     """Join the torchrun group if there is one (NCCL on GPU, gloo on CPU); returns (rank, world, device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(resolve_device("auto"))
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -5,7 +5,7 @@ Modes: ``image`` (one picture, upright, the processor's 448 crop or native resol
 or 16 uniformly sampled frames placed on the 64-frame virtual grid), ``codec`` (K codec-selected
 patches of 64 frames, fed as a mosaic with their true positions).
 
-A feature folder (:mod:`.evaluation.store`) is made of parts, each the job of :func:`extract_part`:
+A feature folder (:mod:`.feature_store`) is made of parts, each the job of :func:`extract_part`:
 idempotent, atomic, independent of the others, so that any engine can schedule them.
 """
 
@@ -25,13 +25,14 @@ import torch
 
 from .codec import CodecSelection, select_patches
 from .codec.reader import read_sampled_frames
+from .distributed import resolve_device
+from .feature_store import FeatureStore, model_identity
 from .media import IMAGE_SUFFIXES, open_image
 from .model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .video import chunk_visible_indices, frame_positions, indices_to_positions, mosaic
 
-if TYPE_CHECKING:  # imported where used: the evaluation package imports this module
+if TYPE_CHECKING:
     from .batch import Outcome
-    from .evaluation.store import FeatureStore
 
 MODES = ("image", "chunk", "codec")
 FrameTransform = Callable[[np.ndarray], np.ndarray]  # uint8 frames [T, H, W, 3] -> the same shape
@@ -184,8 +185,6 @@ class EncodeJob:
 
     def identity(self) -> dict[str, object]:
         """The options that make the features, and the model (a local checkpoint by its files too)."""
-        from .evaluation.extract import model_identity
-
         options = ("mode", "frames", "num_patches", "frame_range", "layer", "pooled", "native", "dtype")
         identity: dict[str, object] = {"model": self.model, "model_files": model_identity(self.model)}
         identity.update({key: getattr(self, key) for key in options})
@@ -212,14 +211,6 @@ class PartOutcome:
     rows: int
     failures: tuple[dict[str, object], ...] = ()
     seconds: float = 0.0
-
-
-def resolve_device(device: str) -> str:
-    """``auto``: the process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU; any
-    other name is passed through. The one reading of ``--device auto`` (encode, probe, concepts)."""
-    if device != "auto":
-        return device
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
 @functools.lru_cache(maxsize=1)
@@ -279,7 +270,6 @@ def extract_part(job: EncodeJob, part: int, on_input: Callable[[], None] | None 
     a part already there is skipped, so calling it again (a rerun, a retried task) is harmless. The
     job's index must exist (:func:`open_job`). Any engine may schedule the parts: one process, shards,
     or workers that each run this function."""
-    from .evaluation.store import FeatureStore
 
     store = FeatureStore(job.out, len(job.inputs), job.rows_per_part)
     rows = store.part_rows(part)
@@ -310,8 +300,7 @@ def extract_part_job(job: EncodeJob, part: int) -> Outcome:
 
 def open_job(job: EncodeJob) -> FeatureStore:
     """The job's feature folder, created with its index, or checked to hold this very job
-    (:class:`~.evaluation.store.JobMismatchError` says what differs)."""
-    from .evaluation.store import FeatureStore
+    (:class:`~.feature_store.JobMismatchError` says what differs)."""
 
     # Absolute paths (links not resolved): the same inputs whatever folder a rerun or another shard starts in.
     inputs = [(os.path.abspath(path), name) for path, name in job.inputs]

@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 
 from onevision_encoder import features as features_module
 from onevision_encoder.cli.main import main
+from onevision_encoder.distributed import resolve_device
 from onevision_encoder.evaluation import Clip, FeatureSpec, FeatureStore, cached_features
-from onevision_encoder.evaluation.store import FailedRowError
+from onevision_encoder.feature_store import FailedRowError
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 NAMES = ["a.png", "b.png", "bad.mp4", "c.png", "d.png", "sub/e.png", "sub/walk.mp4"]  # row order (sorted paths)
@@ -264,7 +265,7 @@ def test_the_probe_cache_is_read_by_the_same_reader(data, parity_dir, tmp_path):
 def test_device_auto_is_this_process_gpu_else_the_cpu(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert features_module.resolve_device("auto") == "cuda:3"
-    assert features_module.resolve_device("cuda:1") == "cuda:1"
+    assert resolve_device("auto") == "cuda:3"
+    assert resolve_device("cuda:1") == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert features_module.resolve_device("auto") == "cpu"
+    assert resolve_device("auto") == "cpu"

@@ -1,7 +1,7 @@
 """``onevision encode``: features for images and videos, into one file (small jobs) or into a feature
 folder written in parts as they finish (datasets: flat memory, resumable, shardable, failures recorded).
 
-The folder's format and reader are the probe cache's (:mod:`..evaluation.store`); each part is the
+The folder's format and reader are the probe cache's (:mod:`..feature_store`); each part is the
 work of :func:`..features.extract_part`, which any engine can schedule: one process runs the parts of
 its shard (``--shard i/n`` or torchrun's ``RANK``/``WORLD_SIZE``) one after the other, or hands them to
 ``--workers`` processes or to a Ray cluster (``--engine ray``).
@@ -36,7 +36,7 @@ from .options import (
 
 if TYPE_CHECKING:
     from ..batch import Engine
-    from ..evaluation.store import FeatureStore
+    from ..feature_store import FeatureStore
     from ..features import EncodeJob, PartOutcome
     from .preprocess_cmd import Shard
 
@@ -226,7 +226,7 @@ def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int, engine:
     """The parts of this shard that are missing, then the shard's summary (and the whole folder's, once
     every part exists). The parts are encoded here one after the other, or by ``engine``'s workers (worker
     processes, Ray tasks) in the order they are free."""
-    from ..evaluation.store import INDEX_FILE, JobMismatchError
+    from ..feature_store import INDEX_FILE, JobMismatchError
     from ..features import extract_part, open_job
     from ..files import folder_lock, storage_fault
     from .preprocess_cmd import prepare_output

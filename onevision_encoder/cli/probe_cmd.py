@@ -91,9 +91,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..distributed import process_group
+    from ..distributed import process_group, resolve_device
     from ..evaluation import read_list
-    from ..features import resolve_device
 
     train_clips, val_clips = read_list(args.train), read_list(args.val)
     inputs = [path for path in (args.train, args.val) if not path.is_dir()]
@@ -114,7 +113,7 @@ def _evaluate(
 
     from ..evaluation import FeatureSpec, ProbeSettings, cached_features, label_index, train_probe
     from ..evaluation.report import write_report
-    from ..evaluation.store import CLIPS_PER_PART
+    from ..feature_store import CLIPS_PER_PART
 
     clips_per_part = args.clips_per_part or CLIPS_PER_PART
     names, train_labels, val_labels = label_index(train_clips, val_clips, args.val)

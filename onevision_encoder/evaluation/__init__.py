@@ -1,10 +1,10 @@
 """Evaluation: attentive probes on frozen features, comparing encoders at equal token budgets."""
 
+from ..feature_store import FeatureStore
 from .augment import ColorJitter
 from .datasets import Clip, ListError, label_index, read_list
 from .extract import FeatureExtractor, FeatureSpec, cached_features
 from .probe import AttentiveProbe, ProbeResult, ProbeSettings, train_probe
-from .store import FeatureStore
 
 __all__ = [
     "AttentiveProbe",

@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from ..codec.reader import read_sampled_frames
 from ..distributed import agree, rank_world
+from ..feature_store import CLIPS_PER_PART, FORMAT, FeatureStore, model_identity
 from ..features import chunk_input, codec_input
 from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .augment import ColorJitter, view_rng
 from .datasets import Clip
-from .store import CLIPS_PER_PART, FORMAT, FeatureStore
 from .teacher import load_teacher
 
 MODES = ("chunk", "codec", "baseline")
@@ -57,15 +57,6 @@ class FeatureSpec:
         identity = {**asdict(self), "model": model_identity(self.model), "clips": [c.key() for c in clips]}
         identity["format"] = FORMAT  # caches of an older part format are extracted again, not misread
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def model_identity(model: str) -> str:
-    """A local checkpoint is identified by its files' sizes and times, so retrained weights miss the cache."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return model
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files])
 
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import gather_in_order, rank_world
+from ..feature_store import FeatureStore
 from ..model.classification import AttentiveProbe
-from .store import FeatureStore
 
 Features = torch.Tensor | FeatureStore  # [S, N, D], indexed by a tensor of rows
 

@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from ..files import atomic_write
+from .files import atomic_write
 
 FORMAT = "onevision-features/1"
 INDEX_FILE = "index.json"
@@ -284,3 +284,12 @@ def _check_same_job(folder: Path, found: Mapping[str, Any], wanted: Mapping[str,
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def model_identity(model: str) -> str:
+    """A local checkpoint is identified by its files' sizes and times, so retrained weights miss the cache."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files])
