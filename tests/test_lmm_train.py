@@ -247,3 +247,21 @@ def test_the_shipped_stage2_config_reads(tmp_path):
 def test_resume_without_a_checkpoint_is_a_usage_error(workspace, tmp_path, capsys):
     code, output = lmm_train(capsys, "--config", workspace / "lmm.yaml", "--out", tmp_path / "new", "--resume")
     assert code == 2 and "no complete checkpoint-N folder" in output
+
+
+def test_every_trainable_parameter_gets_a_gradient(workspace):
+    """What DDP needs of a model whose tower trains: the blocks after the feature layer (-2), the final norm
+    and the pooling head never reach the LM, so they are frozen; everything else trainable gets a gradient."""
+    config = load_lmm_config(write_config(workspace / "all.yaml", train={"vision_tower": True}))
+    model, processor = build_model_and_processor(config)
+    sources = [ConversationSource(workspace / "packed" / "conversations.packed.json")]
+    sources.append(ConversationSource(workspace / "images" / "items.jsonl"))
+    dataset = ConversationDataset(sources, processor)
+    batch = ConversationCollator(processor.tokenizer.pad_token_id)([dataset[n] for n in range(3)])
+    model(**batch).loss.backward()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert [name for name, p in trainable.items() if p.grad is None] == []
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(name.startswith(("vision_tower.encoder.layers.1.", "vision_tower.head.",
+                                           "vision_tower.layernorm_post.")) for name in frozen)  # fmt: skip
+    assert any(name.startswith("vision_tower.encoder.layers.0.") for name in trainable)

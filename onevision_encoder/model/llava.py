@@ -274,6 +274,16 @@ class OneVisionLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
             model.generation_config = copy.deepcopy(language_model.generation_config)
         return model
 
+    def unused_vision_modules(self) -> list[nn.Module]:
+        """The tower's parts after ``vision_feature_layer`` (its later blocks, final norm and pooling head): their
+        output never reaches the language model, so they get no gradient and are best frozen when the tower
+        trains (DDP expects a gradient for every trainable parameter)."""
+        tower = self.vision_tower
+        states = len(tower.encoder.layers) + 1  # the blocks' input, then each block's output
+        unused: list[nn.Module] = list(tower.encoder.layers[self.config.vision_feature_layer % states :])
+        unused += [module for name in ("layernorm_post", "head") if (module := getattr(tower, name, None)) is not None]
+        return unused
+
     def get_vision_features(
         self,
         pixel_values: list[torch.Tensor] | None = None,

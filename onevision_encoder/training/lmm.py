@@ -240,6 +240,8 @@ def build_model_and_processor(config: LmmConfig) -> tuple[Any, Any]:
     }
     for name, part in parts.items():
         part.requires_grad_(getattr(config.train, name))
+    for module in model.unused_vision_modules():
+        module.requires_grad_(False)
     return model, processor
 
 
