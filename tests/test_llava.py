@@ -238,6 +238,39 @@ def test_generate_returns_new_tokens(tokenizer):
     assert torch.equal(generated[:, prompt_length], first)
 
 
+def test_beam_search_and_several_sequences_repeat_each_rows_media(tokenizer):
+    """Row 0 holds one image, row 1 another image and a video: with beams and two sequences per row, each row
+    generates what it generates alone, so every repeated row got its own media."""
+    model = make_model(tokenizer)
+    generator = torch.Generator().manual_seed(3)
+    images = [torch.randn(3, 16, 24, generator=generator), torch.randn(3, 8, 16, generator=generator)]  # 6, 2 tokens
+    video = vision_inputs()
+    prompts = [
+        "user : describe the picture " + "<image> " * 6 + "assistant :",
+        "user : describe the picture " + "<image> " * 2 + "and the clip " + "<video> " * VIDEO_TOKENS + "assistant :",
+    ]
+    media = [
+        {"pixel_values": images[:1]},
+        {"pixel_values": images[1:], "pixel_values_videos": video["pixel_values_videos"],
+         "video_positions_thw": video["video_positions_thw"]},
+    ]  # fmt: skip
+    settings = {"num_beams": 3, "num_return_sequences": 2, "max_new_tokens": 3, "min_new_tokens": 3, "do_sample": False}
+    encode = {"return_tensors": "pt", "add_special_tokens": False, "return_token_type_ids": False}
+    batched = tokenizer(prompts, padding=True, padding_side="left", **encode)
+    together = model.generate(
+        **batched,
+        pixel_values=images,
+        pixel_values_videos=video["pixel_values_videos"],
+        video_positions_thw=video["video_positions_thw"],
+        **settings,
+    )
+    assert together.shape == (4, batched["input_ids"].shape[1] + 3)
+    for row, (prompt, row_media) in enumerate(zip(prompts, media, strict=True)):
+        alone = tokenizer([prompt], **encode)
+        generated = model.generate(**alone, **row_media, **settings)
+        assert torch.equal(together[2 * row : 2 * row + 2, -3:], generated[:, -3:]), row
+
+
 def test_save_and_load_give_the_same_logits(tokenizer, tmp_path):
     from transformers import AutoModelForImageTextToText
 

@@ -156,9 +156,8 @@ class OneVisionLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
       the mosaics in their raster order (``positions_thw.npy`` of ``preprocess --pack``); they become the encoder's
       rotary ``patch_positions``. ``None`` (or a ``None`` entry) places that video's frames at t = 0, 1, ...
 
-    Lists rather than stacked tensors keep every image and video at its own size, and keep generation from
-    repeating them along a batch dimension they do not have (beam search and ``num_return_sequences > 1`` with
-    vision inputs therefore stop with the placeholder-count error).
+    Lists rather than stacked tensors keep every image and video at its own size; for beam search and
+    ``num_return_sequences > 1`` each row's images and videos are repeated with the row.
 
     ``labels [B, L]`` gives the language-model loss; positions holding a placeholder are masked (-100) here,
     whatever ``labels`` holds there; the prompt, padding and anything else not to be learnt must be -100 from
@@ -393,6 +392,49 @@ class OneVisionLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
             return inputs_embeds
         features = torch.cat([part.features for part in parts]).to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), features)
+
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[torch.LongTensor, dict[str, Any]]:
+        """Beam search and ``num_return_sequences`` repeat each row of ``input_ids``; the vision lists, which have no
+        batch dimension, repeat each row's images and videos alike (transformers repeats only tensors)."""
+        if expand_size > 1 and input_ids is not None:
+            kinds = (("image", "pixel_values", ()), ("video", "pixel_values_videos", ("video_positions_thw",)))
+            for kind, key, companions in kinds:
+                token = getattr(self.config, f"{kind}_token_id")
+                if model_kwargs.get(key) is None or token is None:
+                    continue
+                rows = self._items_per_row(list(model_kwargs[key]), (input_ids == token).sum(dim=1).tolist())
+                if rows is None:
+                    continue  # counts that do not match: forward() names them
+                order = [item for row in rows for _ in range(expand_size) for item in row]
+                for name in (key, *companions):
+                    if model_kwargs.get(name) is not None:
+                        model_kwargs[name] = [list(model_kwargs[name])[item] for item in order]
+        return super()._expand_inputs_for_generation(
+            expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
+        )
+
+    def _items_per_row(self, items: list[torch.Tensor], placeholders: list[int]) -> list[list[int]] | None:
+        """Which of ``items`` (in placeholder order) each row holds, from its placeholder count; ``None`` when the
+        counts do not add up."""
+        patch, merge = self.config.vision_config.patch_size, self.config.spatial_merge
+        rows: list[list[int]] = []
+        item = 0
+        for count in placeholders:
+            row: list[int] = []
+            while count > 0 and item < len(items):
+                count -= vision_token_count(tuple(items[item].shape), patch, merge)
+                row.append(item)
+                item += 1
+            if count != 0:
+                return None
+            rows.append(row)
+        return rows if item == len(items) else None
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
         vision = {key: kwargs.pop(key, None) for key in VISION_INPUTS}
