@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         config = load_lmm_config(args.config, args.max_steps)  # a bad config fails before anything is deleted
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    try:
         metrics = train_lmm(config, args.out, args.resume, args.overwrite)
     except (LmmConfigError, RunFolderError, ConversationsError) as error:
         raise UsageError(str(error)) from None

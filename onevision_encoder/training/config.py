@@ -109,7 +109,8 @@ class TrainConfig:
         return data
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
+def settings_from(cls: type, values: Any, where: str) -> Any:
+    """A settings dataclass from a config section's mapping; an unknown key is a ``ValueError`` naming it."""
     if values is None:
         return cls()
     if not isinstance(values, dict):
@@ -129,17 +130,26 @@ def _head(name: str, values: Any, where: str) -> HeadSettings:
     values = dict(values or {})
     if name == "video":
         values.setdefault("resolution", VideoSettings.resolution)
-    return _build(HeadSettings, values, where)
+    return settings_from(HeadSettings, values, where)
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping (an empty file is an empty one)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the config must be a mapping")
+    return raw
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML training config; ``overrides`` like ``{"train.max_steps": 10}`` win over the file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: the config must be a mapping")
+    raw = read_mapping(path)
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         raw.setdefault(section, {})[key] = value
@@ -151,12 +161,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     if bad_heads or not heads:
         raise ValueError(f"{path}: heads must be some of image, ocr, video; got {sorted(heads) or 'none'}")
     config = TrainConfig(
-        model=_build(ModelSettings, raw.get("model"), f"{path}: model"),
-        data=_build(DataSettings, raw.get("data"), f"{path}: data"),
+        model=settings_from(ModelSettings, raw.get("model"), f"{path}: model"),
+        data=settings_from(DataSettings, raw.get("data"), f"{path}: data"),
         heads={name: _head(name, values, f"{path}: heads.{name}") for name, values in heads.items()},
-        loss=_build(LossSettings, raw.get("loss"), f"{path}: loss"),
-        optim=_build(OptimSettings, raw.get("optim"), f"{path}: optim"),
-        train=_build(TrainSettings, raw.get("train"), f"{path}: train"),
+        loss=settings_from(LossSettings, raw.get("loss"), f"{path}: loss"),
+        optim=settings_from(OptimSettings, raw.get("optim"), f"{path}: optim"),
+        train=settings_from(TrainSettings, raw.get("train"), f"{path}: train"),
         source=path.resolve(),
     )
     if not config.data.manifest:

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..files import atomic_write, replace_folder
+from .config import read_mapping, settings_from
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 METRICS_FILE = "metrics.jsonl"
@@ -78,67 +77,46 @@ class LmmConfig:
 
 
 class LmmConfigError(ValueError):
-    """A config that cannot be used: the message names the file and the key."""
-
-
-def _section(cls: type, values: Any, where: str) -> Any:
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise LmmConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise LmmConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    return cls(**values)
+    """A ``trainer`` section that ``TrainingArguments`` refuses: the message names the file."""
 
 
 def load_lmm_config(path: str | Path, max_steps: int | None = None) -> LmmConfig:
     """Read and check an ``lmm-train`` YAML config; ``max_steps`` wins over ``trainer.max_steps``.
 
     Relative paths in ``model`` and ``data`` that exist relative to the file's folder are taken from there.
-    Every problem is an :class:`LmmConfigError` naming the file and the key.
+    Every problem is a ``ValueError`` naming the file and the key.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LmmConfigError(f"{path}: no such config file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise LmmConfigError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(raw, dict):
-        raise LmmConfigError(f"{path}: the config must be a mapping")
+    raw = read_mapping(path)
     unknown = sorted(set(raw) - {"model", "train", "data", "trainer"})
     if unknown:
-        raise LmmConfigError(f"{path}: unknown section(s) {unknown}; known: data, model, train, trainer")
+        raise ValueError(f"{path}: unknown section(s) {unknown}; known: data, model, train, trainer")
     config = LmmConfig(
-        model=_section(LmmModelSettings, raw.get("model"), f"{path}: model"),
-        train=_section(LmmTrainParts, raw.get("train"), f"{path}: train"),
-        data=_section(LmmDataSettings, raw.get("data"), f"{path}: data"),
+        model=settings_from(LmmModelSettings, raw.get("model"), f"{path}: model"),
+        train=settings_from(LmmTrainParts, raw.get("train"), f"{path}: train"),
+        data=settings_from(LmmDataSettings, raw.get("data"), f"{path}: data"),
         trainer=dict(raw.get("trainer") or {}),
         source=path.resolve(),
     )
     model, data = config.model, config.data
     if (model.pretrained is None) == (model.encoder is None or model.language_model is None):
-        raise LmmConfigError(f"{path}: model needs either pretrained, or both encoder and language_model")
+        raise ValueError(f"{path}: model needs either pretrained, or both encoder and language_model")
     if model.pretrained is not None and (model.encoder or model.language_model):
-        raise LmmConfigError(f"{path}: model.pretrained excludes model.encoder and model.language_model")
+        raise ValueError(f"{path}: model.pretrained excludes model.encoder and model.language_model")
     if model.dtype is not None and model.dtype not in DTYPES:
-        raise LmmConfigError(f"{path}: model.dtype must be one of {DTYPES}, got {model.dtype!r}")
+        raise ValueError(f"{path}: model.dtype must be one of {DTYPES}, got {model.dtype!r}")
     if not any(dataclasses.astuple(config.train)):
-        raise LmmConfigError(
-            f"{path}: train freezes every part (vision_tower, projector, language_model): nothing learns"
-        )
+        raise ValueError(f"{path}: train freezes every part (vision_tower, projector, language_model): nothing learns")
     if not data.conversations:
-        raise LmmConfigError(f"{path}: data.conversations lists no file")
+        raise ValueError(f"{path}: data.conversations lists no file")
     if data.max_length is not None and data.max_length < 1:
-        raise LmmConfigError(f"{path}: data.max_length must be >= 1")
+        raise ValueError(f"{path}: data.max_length must be >= 1")
     if model.pretrained is not None and model.tokenizer is not None:
-        raise LmmConfigError(f"{path}: model.pretrained brings its processor's tokenizer: leave out model.tokenizer")
+        raise ValueError(f"{path}: model.pretrained brings its processor's tokenizer: leave out model.tokenizer")
     for name in ("pretrained", "encoder", "language_model", "tokenizer"):
         setattr(model, name, _local(config, getattr(model, name)))
     if "output_dir" in config.trainer:
-        raise LmmConfigError(f"{path}: trainer.output_dir is the command's --out")
+        raise ValueError(f"{path}: trainer.output_dir is the command's --out")
     if max_steps is not None:
         config.trainer["max_steps"] = max_steps
     return config
@@ -167,10 +145,10 @@ def conversation_sources(config: LmmConfig) -> list[Any]:
         if isinstance(entry, str):
             entry = {"path": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise LmmConfigError(f"{where}: a path, or a mapping with 'path' (and optionally 'image_folder')")
+            raise ValueError(f"{where}: a path, or a mapping with 'path' (and optionally 'image_folder')")
         unknown = sorted(set(entry) - {"path", "image_folder"})
         if unknown:
-            raise LmmConfigError(f"{where}: unknown key(s) {unknown}; known: image_folder, path")
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known: image_folder, path")
         folder = entry.get("image_folder")
         sources.append(ConversationSource(resolve(entry["path"]), resolve(folder) if folder else None))
     return sources
