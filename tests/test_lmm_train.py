@@ -103,7 +103,7 @@ def write_config(path: Path, **changes) -> Path:
                     "save_steps": 10, "use_cpu": True, "seed": 0, "lr_scheduler_type": "constant"},
     }  # fmt: skip
     for section, values in changes.items():
-        config[section] = {**config[section], **values}
+        config[section] = {**config[section], **values} if isinstance(values, dict) else values
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -204,6 +204,7 @@ def test_resume_continues_the_run_as_if_never_stopped(workspace, tmp_path, capsy
         ({"model": {"colour": 1}}, "model: unknown key(s) ['colour']"),
         ({"train": {"vision_tower": False, "projector": False, "language_model": False}}, "train freezes every part"),
         ({"trainer": {"per_device_batch": 1}}, "trainer:"),
+        ({"trainer": ["max_steps", 1]}, "trainer: expected a mapping"),
         ({"data": {"conversations": ["missing.json"]}}, "missing.json: cannot read"),
     ],
 )
@@ -220,6 +221,16 @@ def test_a_missing_image_names_the_item(workspace, capsys):
     config = write_config(workspace / "broken.yaml", data={"conversations": ["images/broken.json"]})
     code, output = lmm_train(capsys, "--config", config, "--out", workspace / "broken-run")
     assert code == 2 and f"{items}: item 1: gone.png: no such file" in output
+
+
+def test_an_unreadable_image_names_the_item_and_the_file(workspace):
+    (workspace / "images" / "broken.png").write_bytes(b"not a picture")
+    items = workspace / "images" / "unreadable.json"
+    items.write_text(json.dumps([{"id": "x", "image": "broken.png", "conversations": turns("<image>", "a dog")}]))
+    _, processor = build_model_and_processor(load_lmm_config(workspace / "lmm.yaml"))
+    dataset = ConversationDataset([ConversationSource(items)], processor)
+    with pytest.raises(ValueError, match=r"unreadable.json: item 1: .*broken.png: cannot be read as an image"):
+        dataset[0]
 
 
 def test_a_sample_over_max_length_names_the_item(workspace):

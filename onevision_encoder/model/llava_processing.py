@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import ProcessorMixin
 from transformers.feature_extraction_utils import BatchFeature
 
+from ..media import open_image
 from .image_processing import OneVisionEncoderImageProcessor
 from .llava import VISION_INPUTS, vision_token_count
 
@@ -201,10 +201,7 @@ class OneVisionLlavaProcessor(ProcessorMixin):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A packed video from its files, as a ``preprocess --pack --conversations`` item names them: the mosaic
         images in order and the ``positions_thw.npy`` of their patches."""
-        pixels = []
-        for path in mosaics:
-            with Image.open(path) as image:
-                pixels.append(np.asarray(image.convert("RGB")))
+        pixels = [np.asarray(open_image(path)) for path in mosaics]
         positions = torch.from_numpy(np.load(positions_thw).astype(np.int64))
         return self._normalised_pack(pixels, positions, str(positions_thw))
 

@@ -91,6 +91,8 @@ def load_lmm_config(path: str | Path, max_steps: int | None = None) -> LmmConfig
     unknown = sorted(set(raw) - {"model", "train", "data", "trainer"})
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {unknown}; known: data, model, train, trainer")
+    if not isinstance(raw.get("trainer") or {}, dict):
+        raise ValueError(f"{path}: trainer: expected a mapping of TrainingArguments fields")
     config = LmmConfig(
         model=settings_from(LmmModelSettings, raw.get("model"), f"{path}: model"),
         train=settings_from(LmmTrainParts, raw.get("train"), f"{path}: train"),

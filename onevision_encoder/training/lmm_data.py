@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from ..conversations import IMAGE_TOKEN, VIDEO_TOKEN, ConversationsError, read_conversations
+from ..media import open_image
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -109,11 +109,7 @@ class ConversationDataset(torch.utils.data.Dataset):
             vision = {"pixel_values_videos": [mosaics], "video_positions_thw": [positions]}
             counts[processor.video_token] = [processor.token_count(mosaics)]
         elif sample.images:
-            images = []
-            for path in sample.images:
-                with Image.open(path) as image:
-                    images.append(image.convert("RGB"))
-            vision = {"pixel_values": processor.process_images(images)}
+            vision = {"pixel_values": processor.process_images([open_image(path) for path in sample.images])}
             counts[processor.image_token] = [processor.token_count(pixels) for pixels in vision["pixel_values"]]
         counts = {token: values for token, values in counts.items() if values}
         if counts:
