@@ -53,7 +53,7 @@ def make_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> OneVisionLl
     return OneVisionLlavaForConditionalGeneration(config).eval()
 
 
-def tiny_text_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
+def tiny_text_config(tokenizer: PreTrainedTokenizerFast, max_position_embeddings: int = 128) -> Qwen2Config:
     return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -61,7 +61,7 @@ def tiny_text_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        max_position_embeddings=128,
+        max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,  # as the small Qwen2 releases: tied weights must survive saving and loading
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -9,12 +9,12 @@ import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file
+from test_llava import tiny_text_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
     PreTrainedTokenizerFast,
-    Qwen2Config,
     Qwen2ForCausalLM,
 )
 
@@ -56,19 +56,8 @@ def workspace(tmp_path_factory) -> Path:
     )
     encoder.save_pretrained(root / "encoder")
     tokenizer = make_tokenizer()
-    language_model = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=256,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    # The placeholders are not in the tokenizer yet: lmm-train adds them and resizes these (tied) embeddings.
+    language_model = Qwen2ForCausalLM(tiny_text_config(tokenizer, max_position_embeddings=256))
     language_model.save_pretrained(root / "lm")
     # Apart: in the LM's folder transformers 5 would read it as the Qwen2 tokenizer its config.json names.
     tokenizer.save_pretrained(root / "tokenizer")
