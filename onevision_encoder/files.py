@@ -12,6 +12,7 @@ that two runs never write one folder at once.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import os
 import re
@@ -95,14 +96,27 @@ def replace_folder(source: str | os.PathLike[str], path: str | os.PathLike[str],
 
 
 def remove_leftovers(root: str | os.PathLike[str], tag: str = "") -> int:
-    """Delete the temporary files and folders that killed runs left under ``root``; returns how many."""
+    """Delete the temporary files and folders that killed runs tagged ``tag`` left under ``root``; returns
+    how many.
+
+    Other runs (the other shards of a job) may be writing under ``root`` meanwhile: their temporary
+    folders are theirs and not walked into, and a folder renamed away mid-walk is passed over.
+    """
+    ours = f".*.{tag}*.tmp*"
     removed = 0
-    for leftover in list(Path(root).rglob(f".*.{tag}*.tmp*")):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
-        removed += 1
+    for folder, subfolders, names in os.walk(root):  # os.walk skips a folder that vanished; rglob raised
+        for name in names:
+            if fnmatch.fnmatchcase(name, ours):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
+        walk_on = []
+        for name in subfolders:
+            if fnmatch.fnmatchcase(name, ours):
+                shutil.rmtree(Path(folder, name), ignore_errors=True)
+                removed += 1
+            elif not fnmatch.fnmatchcase(name, ".*.tmp"):
+                walk_on.append(name)
+        subfolders[:] = walk_on
     return removed
 
 

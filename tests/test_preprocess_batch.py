@@ -43,8 +43,15 @@ def failures(out):
 
 
 def finished(out):
-    """Output folders with their meta.json (relative names), read while a run may rename folders into place."""
-    return sorted(str(p.parent.relative_to(out)) for p in out.rglob("meta.json"))
+    """Output folders with their meta.json (relative names). A run may be renaming a temporary folder into
+    place meanwhile: os.walk passes over a folder that vanishes under it (rglob raises), and hidden
+    (temporary) folders are not finished ones."""
+    found = []
+    for root, folders, files in os.walk(out):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        if "meta.json" in files:
+            found.append(str(Path(root).relative_to(out)))
+    return sorted(found)
 
 
 def videos(folder, *names):
@@ -347,6 +354,35 @@ def test_a_second_run_on_the_same_out_is_refused_and_a_dead_ones_lock_taken_over
     taken_over = preprocess(capsys, folder, "--out", out)
     assert taken_over.returncode == 0 and "done 1, skipped 1, failed 0" in taken_over.stdout
     assert not (out / ".preprocess.lock").exists()
+
+
+def test_a_shard_clearing_its_leftovers_leaves_a_running_shards_folders_alone(tmp_path, monkeypatch):
+    """Shards share OUT: while shard 0 clears what its killed run left, shard 1 keeps writing and renaming
+    its folders into place. Shard 0 must not walk into them, nor stop when a folder vanishes under it."""
+    out = tmp_path / "out"
+    (out / "sub" / "done.mp4").mkdir(parents=True)
+    (out / "sub" / "done.mp4" / "meta.json").write_text("{}")
+    ours = out / "sub" / ".a.mp4.shard0of2.x1.tmp"  # shard 0's killed run: a folder and a file
+    (ours / "mosaics").mkdir(parents=True)
+    (out / ".summary.shard-0-of-2.json.shard0of2.x2.tmp.json").write_text("")
+    theirs = out / "sub" / ".b.mp4.shard1of2.y1.tmp"  # shard 1, running
+    (theirs / "part").mkdir(parents=True)
+    vanishing = out / "c.mp4"  # shard 1 replacing a folder (--overwrite): moved aside mid-walk
+    (vanishing / "mosaics").mkdir(parents=True)
+    real_scandir, walked = os.scandir, []
+
+    def scandir(path="."):
+        if not isinstance(path, int):  # shutil.rmtree lists by file descriptor
+            walked.append(Path(path))
+            if Path(path) == vanishing:  # listed in OUT, gone the moment it is walked
+                os.rename(vanishing, out / ".c.mp4.shard1of2.old-z.tmp")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert files.remove_leftovers(out, "shard0of2.") == 2
+    monkeypatch.undo()
+    assert not ours.exists() and (theirs / "part").is_dir() and (out / "sub" / "done.mp4" / "meta.json").is_file()
+    assert not [path for path in walked if ".shard1of2." in str(path)]
 
 
 def test_the_lock_names_its_holder_and_is_released(tmp_path):
