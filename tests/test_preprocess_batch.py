@@ -47,9 +47,9 @@ def finished(out):
     place meanwhile: os.walk passes over a folder that vanishes under it (rglob raises), and hidden
     (temporary) folders are not finished ones."""
     found = []
-    for root, folders, files in os.walk(out):
+    for root, folders, names in os.walk(out):
         folders[:] = [name for name in folders if not name.startswith(".")]
-        if "meta.json" in files:
+        if "meta.json" in names:
             found.append(str(Path(root).relative_to(out)))
     return sorted(found)
 
