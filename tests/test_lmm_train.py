@@ -167,7 +167,9 @@ def test_training_drives_the_loss_down_and_saves_a_loadable_model(workspace, tra
 
 
 def test_resume_continues_the_run_as_if_never_stopped(workspace, tmp_path, capsys):
-    config = write_config(workspace / "short.yaml", trainer={"max_steps": 4, "save_steps": 2})
+    config = write_config(
+        workspace / "short.yaml", train={"projector_lr": 0.005}, trainer={"max_steps": 4, "save_steps": 2}
+    )  # the optimiser's per-part groups restored too
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     assert lmm_train(capsys, "--config", config, "--out", whole, "--max-steps", 4)[0] == 0
     assert lmm_train(capsys, "--config", config, "--out", stopped, "--max-steps", 2)[0] == 0
@@ -195,6 +197,10 @@ def test_resume_continues_the_run_as_if_never_stopped(workspace, tmp_path, capsy
         ({"trainer": {"per_device_batch": 1}}, "trainer:"),
         ({"trainer": ["max_steps", 1]}, "trainer: expected a mapping"),
         ({"data": {"conversations": ["missing.json"]}}, "missing.json: cannot read"),
+        ({"train": {"vision_tower_lr": 1e-5}}, "train.vision_tower_lr is set but train.vision_tower is false"),
+        ({"train": {"projector_lr": "fast"}}, "train.projector_lr must be a positive number, got 'fast'"),
+        ({"train": {"projector_lr": True}}, "train.projector_lr must be a positive number, got True"),
+        ({"train": {"projector_lr": -1e-5}}, "train.projector_lr must be a positive number"),
     ],
 )
 def test_bad_configs_are_usage_errors(workspace, capsys, change, problem):
@@ -241,6 +247,7 @@ def test_the_shipped_stage2_config_reads(tmp_path):
         "Qwen/Qwen2.5-1.5B-Instruct",
     )
     assert config.model.video_selection == {"patch_size": 14, "size": 504}
+    assert config.train.rates() == {"vision_tower": 2e-6}
     assert TrainingArguments(output_dir=str(tmp_path), **{**config.trainer, "bf16": False}).learning_rate == 1e-5
 
 
@@ -265,3 +272,37 @@ def test_every_trainable_parameter_gets_a_gradient(workspace):
     assert frozen and all(name.startswith(("vision_tower.encoder.layers.1.", "vision_tower.head.",
                                            "vision_tower.layernorm_post.")) for name in frozen)  # fmt: skip
     assert any(name.startswith("vision_tower.encoder.layers.0.") for name in trainable)
+
+
+def test_each_part_learns_at_its_own_rate(workspace, tmp_path, capsys):
+    """One AdamW step moves a weight by about its learning rate (the first step normalises the gradient):
+    the tower, the projector and the LM each moved by their own."""
+    from transformers import set_seed
+
+    rates = {"vision_tower": 1e-4, "projector": 1e-3, "language_model": 1e-2}  # the LM's: trainer.learning_rate
+    config = write_config(
+        workspace / "rates.yaml",
+        train={"vision_tower": True, "vision_tower_lr": "1e-4", "projector_lr": 1e-3},  # YAML reads 1e-4 as text
+    )
+    set_seed(0)  # as lmm-train does before building: the same new projector
+    start, _ = build_model_and_processor(load_lmm_config(config))
+    assert lmm_train(capsys, "--config", config, "--out", tmp_path / "run", "--max-steps", 1)[0] == 0
+    trained = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    moved = {part: 0.0 for part in rates}
+    for name, value in start.state_dict().items():
+        part = "projector" if name.startswith("multi_modal_projector.") else name.split(".")[0]
+        if part in moved and name in trained:
+            moved[part] = max(moved[part], (trained[name] - value).abs().max().item())
+    for part, rate in rates.items():
+        assert moved[part] == pytest.approx(rate, rel=0.02), part
+
+
+def test_parameter_names_under_wrappers_find_their_part():
+    from onevision_encoder.training.lmm_trainer import part_of
+
+    assert part_of("_fsdp_wrapped_module.vision_tower._fsdp_wrapped_module.encoder.layers.0.mlp.fc1.weight") == (
+        "vision_tower"
+    )
+    assert part_of("module.language_model.model.layers.0.self_attn.q_proj.weight") == "language_model"
+    assert part_of("multi_modal_projector.linear_1.weight") == "projector"
+    assert part_of("lm_head.weight") is None

@@ -5,7 +5,9 @@ The config is a YAML file of four sections:
 - ``model``: ``pretrained`` (a OneVisionLlava folder or hub id with its processor, to continue from), or
   ``encoder`` + ``language_model`` (folders or hub ids: a new LMM, the projector random, the placeholders added
   to the LM's tokenizer when missing); ``dtype``, the tower settings and the processor's;
-- ``train``: which parts learn (``vision_tower``, ``projector``, ``language_model``; the others are frozen);
+- ``train``: which parts learn (``vision_tower``, ``projector``, ``language_model``; the others are frozen) and,
+  optionally, a part's own learning rate (``vision_tower_lr``, ``projector_lr``, ``language_model_lr``; by
+  default ``trainer.learning_rate``);
 - ``data``: the conversation files (``preprocess --pack --conversations`` output, plain image conversations),
   ``max_length`` and an optional ``chat_template``;
 - ``trainer``: ``TrainingArguments`` fields as they are (batch size, learning rate, steps, saving, logging,
@@ -18,7 +20,6 @@ end, ``final/``: the model and its processor, loadable with ``from_pretrained``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -58,6 +59,21 @@ class LmmTrainParts:
     vision_tower: bool = True
     projector: bool = True
     language_model: bool = True
+    vision_tower_lr: float | None = None  # a part's own learning rate; None: trainer.learning_rate
+    projector_lr: float | None = None
+    language_model_lr: float | None = None
+
+    def rates(self) -> dict[str, float]:
+        """The parts given their own learning rate, with it."""
+        return {part: rate for part in PART_MODULES if (rate := getattr(self, f"{part}_lr")) is not None}
+
+
+# The parts of the LMM that train or stay frozen, and their attributes on the model.
+PART_MODULES = {
+    "vision_tower": "vision_tower",
+    "projector": "multi_modal_projector",
+    "language_model": "language_model",
+}
 
 
 @dataclass
@@ -107,8 +123,10 @@ def load_lmm_config(path: str | Path, max_steps: int | None = None) -> LmmConfig
         raise ValueError(f"{path}: model.pretrained excludes model.encoder and model.language_model")
     if model.dtype is not None and model.dtype not in DTYPES:
         raise ValueError(f"{path}: model.dtype must be one of {DTYPES}, got {model.dtype!r}")
-    if not any(dataclasses.astuple(config.train)):
+    if not any(getattr(config.train, part) for part in PART_MODULES):
         raise ValueError(f"{path}: train freezes every part (vision_tower, projector, language_model): nothing learns")
+    for part in PART_MODULES:
+        setattr(config.train, f"{part}_lr", _learning_rate(config.train, part, path))
     if not data.conversations:
         raise ValueError(f"{path}: data.conversations lists no file")
     if data.max_length is not None and data.max_length < 1:
@@ -122,6 +140,22 @@ def load_lmm_config(path: str | Path, max_steps: int | None = None) -> LmmConfig
     if max_steps is not None:
         config.trainer["max_steps"] = max_steps
     return config
+
+
+def _learning_rate(train: LmmTrainParts, part: str, path: Path) -> float | None:
+    key = f"{part}_lr"
+    value = getattr(train, key)
+    if value is None:
+        return None
+    try:
+        rate = float(value)  # YAML reads 2e-6 (no decimal point) as a string
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if isinstance(value, bool) or not rate > 0:
+        raise ValueError(f"{path}: train.{key} must be a positive number, got {value!r}")
+    if not getattr(train, part):
+        raise ValueError(f"{path}: train.{key} is set but train.{part} is false: a frozen part does not learn")
+    return rate
 
 
 def _local(config: LmmConfig, name: str | None) -> str | None:
@@ -213,13 +247,8 @@ def build_model_and_processor(config: LmmConfig) -> tuple[Any, Any]:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of attention and loss
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has neither a padding nor an end-of-sequence token to pad with")
-    parts = {
-        "vision_tower": model.vision_tower,
-        "projector": model.multi_modal_projector,
-        "language_model": model.language_model,
-    }
-    for name, part in parts.items():
-        part.requires_grad_(getattr(config.train, name))
+    for part, attribute in PART_MODULES.items():
+        getattr(model, attribute).requires_grad_(getattr(config.train, part))
     for module in model.unused_vision_modules():
         module.requires_grad_(False)
     return model, processor
@@ -283,9 +312,10 @@ def metrics_callback(out: Path) -> Any:
 
 def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train as ``config`` says into ``out``; returns the last logged metrics (with ``step``)."""
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     from .lmm_data import ConversationCollator, ConversationDataset
+    from .lmm_trainer import PartRateTrainer
 
     sources = conversation_sources(config)
     arguments = {"logging_steps": 10, "report_to": "none", **config.trainer}
@@ -301,7 +331,8 @@ def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: boo
     set_seed(args.seed)  # the new projector and placeholder embeddings: one run's numbers on every rerun
     model, processor = build_model_and_processor(config)
     dataset = ConversationDataset(sources, processor, config.data.max_length)
-    trainer = Trainer(
+    trainer = PartRateTrainer(
+        part_rates=config.train.rates(),
         model=model,
         args=args,
         train_dataset=dataset,
