@@ -297,6 +297,21 @@ def test_each_part_learns_at_its_own_rate(workspace, tmp_path, capsys):
         assert moved[part] == pytest.approx(rate, rel=0.02), part
 
 
+def test_per_part_rates_refuse_an_optimiser_that_deepspeed_builds():
+    """A DeepSpeed config with an optimizer section: DeepSpeed builds the optimiser, not the Trainer, and
+    would drop the parts' rates (DeepSpeed is not installed here, so its parsed config stands in)."""
+    from types import SimpleNamespace
+
+    from onevision_encoder.training.lmm import deepspeed_builds_optimiser
+
+    def args(config):
+        return SimpleNamespace(deepspeed="ds.json", hf_deepspeed_config=SimpleNamespace(config=config))
+
+    assert deepspeed_builds_optimiser(args({"optimizer": {"type": "AdamW"}, "zero_optimization": {"stage": 3}}))
+    assert not deepspeed_builds_optimiser(args({"zero_optimization": {"stage": 3}}))
+    assert not deepspeed_builds_optimiser(SimpleNamespace(deepspeed=None))
+
+
 def test_parameter_names_under_wrappers_find_their_part():
     from onevision_encoder.training.lmm_trainer import part_of
 

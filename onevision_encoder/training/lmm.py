@@ -310,6 +310,13 @@ def metrics_callback(out: Path) -> Any:
     return MetricsLog()
 
 
+def deepspeed_builds_optimiser(args: Any) -> bool:
+    """Whether ``TrainingArguments`` hand the optimiser to DeepSpeed (its config has an ``optimizer``
+    section), so that the Trainer's own (with the per-part learning rates) is never built."""
+    deepspeed = getattr(args, "hf_deepspeed_config", None)
+    return bool(args.deepspeed) and deepspeed is not None and "optimizer" in deepspeed.config
+
+
 def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train as ``config`` says into ``out``; returns the last logged metrics (with ``step``)."""
     from transformers import TrainingArguments, set_seed
@@ -323,6 +330,11 @@ def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: boo
         args = TrainingArguments(output_dir=str(out), remove_unused_columns=False, **arguments)
     except (TypeError, ValueError) as error:
         raise LmmConfigError(f"{config.source}: trainer: {error}") from None
+    if config.train.rates() and deepspeed_builds_optimiser(args):
+        raise LmmConfigError(
+            f"{config.source}: train.*_lr: the DeepSpeed config's optimizer section makes DeepSpeed build the "
+            "optimiser, which would ignore them; leave that section out (the Trainer then builds it, trainer.optim)"
+        )
     with args.main_process_first(local=False, desc="the run folder"):
         # The main process settles the folder first; the others then find it settled (and resume alike).
         checkpoint = claim_run_folder(out, resume, overwrite and args.process_index == 0)
