@@ -313,8 +313,8 @@ def metrics_callback(out: Path) -> Any:
 def deepspeed_builds_optimiser(args: Any) -> bool:
     """Whether ``TrainingArguments`` hand the optimiser to DeepSpeed (its config has an ``optimizer``
     section), so that the Trainer's own (with the per-part learning rates) is never built."""
-    deepspeed = getattr(args, "hf_deepspeed_config", None)
-    return bool(args.deepspeed) and deepspeed is not None and "optimizer" in deepspeed.config
+    deepspeed = getattr(args, "hf_deepspeed_config", None)  # set only when trainer.deepspeed is
+    return deepspeed is not None and "optimizer" in deepspeed.config
 
 
 def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -330,7 +330,8 @@ def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: boo
         args = TrainingArguments(output_dir=str(out), remove_unused_columns=False, **arguments)
     except (TypeError, ValueError) as error:
         raise LmmConfigError(f"{config.source}: trainer: {error}") from None
-    if config.train.rates() and deepspeed_builds_optimiser(args):
+    part_rates = config.train.rates()
+    if part_rates and deepspeed_builds_optimiser(args):
         raise LmmConfigError(
             f"{config.source}: train.*_lr: the DeepSpeed config's optimizer section makes DeepSpeed build the "
             "optimiser, which would ignore them; leave that section out (the Trainer then builds it, trainer.optim)"
@@ -344,7 +345,7 @@ def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: boo
     model, processor = build_model_and_processor(config)
     dataset = ConversationDataset(sources, processor, config.data.max_length)
     trainer = PartRateTrainer(
-        part_rates=config.train.rates(),
+        part_rates=part_rates,
         model=model,
         args=args,
         train_dataset=dataset,
