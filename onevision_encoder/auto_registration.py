@@ -1,8 +1,8 @@
-"""Registration with transformers' Auto classes, made when transformers' auto module first loads.
+"""Registration with transformers' Auto classes, made as soon as transformers' auto module has loaded.
 
 Registering needs the model classes, and so torch and transformers: seconds of imports. Doing it
-when ``transformers.models.auto`` is imported (or at once, if it already is) keeps ``import
-onevision_encoder`` light, so ``onevision --help`` and data-loader workers start fast, while
+when the import that loads ``transformers.models.auto`` has finished (or at once, if it already has)
+keeps ``import onevision_encoder`` light, so ``onevision --help`` and data-loader workers start fast, while
 ``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor`` still find the model without
 ``trust_remote_code``: any use of them imports that module first.
 """
@@ -13,6 +13,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import threading
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
@@ -66,23 +67,48 @@ def register() -> None:
 
 
 class _RegisterOnLoad(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: lets the usual finders locate the auto module, then registers once it ran."""
+    """Finds nothing itself: wraps the outermost transformers import in progress, and once it has finished
+    with the auto module loaded, registers.
+
+    Registering imports our model classes, and so transformers' ``PreTrainedModel``, ``Trainer``'s
+    modules, ...; the auto module is imported from inside those very modules (``modeling_utils`` through
+    its quantizers, ``pipelines``), which are half-executed at that moment. Registering only when the
+    outermost transformers import returns leaves every transformers module whole, whatever was imported
+    first and in which order.
+    """
+
+    def __init__(self) -> None:
+        self._state = threading.local()  # per thread: imports run in each thread's own stack
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
-        if fullname != AUTO_MODULE:
+        state = self._state
+        if fullname.partition(".")[0] != "transformers" or getattr(state, "depth", 0) or getattr(state, "finding", 0):
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        state.finding = True  # the usual finders locate it; this one steps aside meanwhile
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            state.finding = False
         if spec is None or spec.loader is None:
             return spec
         run_module = spec.loader.exec_module
 
         def exec_module(module: ModuleType) -> None:
-            run_module(module)
-            _load_model_package()
+            state.depth = getattr(state, "depth", 0) + 1
+            try:
+                run_module(module)
+            finally:
+                state.depth -= 1
+            if not state.depth and AUTO_MODULE in sys.modules:
+                self._register()
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
+
+    def _register(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        _load_model_package()
 
 
 def _load_model_package() -> None:
