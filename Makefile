@@ -1,9 +1,11 @@
-# `make demo` and `make test` each set up .venv on first use (torch pinned for dev/CI only).
+# `make demo` and `make test` each set up .venv on first use (torch pinned for dev/CI only), `make test-oldest`
+# .venv-oldest.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+OLDEST := .venv-oldest
 
-.PHONY: demo test test-transformers test-compat lint bench clean
+.PHONY: demo test test-transformers test-oldest lint bench clean
 
 $(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,19 +26,23 @@ test: $(BIN)/.installed
 test-transformers: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests/transformers_common
 
-# The oldest supported transformers (CI tests the latest through `make test`).
-test-compat:
-	$(PYTHON) -m venv .venv-transformers457
-	.venv-transformers457/bin/python -m pip install --quiet -r requirements-dev.txt 'transformers==4.57.*'
-	.venv-transformers457/bin/python -m pip install --quiet -e '.[dev]'
-	.venv-transformers457/bin/python -m pytest -q -p no:cacheprovider
+# The oldest releases pyproject.toml allows (requirements-oldest.txt, kept equal to its lower bounds by
+# tests/test_dependencies.py), beside the same torch; `make test` tests the newest that pip resolves.
+$(OLDEST)/bin/.installed: pyproject.toml requirements-dev.txt requirements-oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet -r requirements-dev.txt -r requirements-oldest.txt -e '.[dev]'
+	touch $@
+
+test-oldest: $(OLDEST)/bin/.installed
+	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check onevision_encoder tests benchmarks
-	$(BIN)/ruff format --check onevision_encoder tests benchmarks
+	$(BIN)/ruff check onevision_encoder tests benchmarks examples
+	$(BIN)/ruff format --check onevision_encoder tests benchmarks examples
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_attention.py
 
 clean:
-	rm -rf $(VENV) .venv-transformers457 build *.egg-info onevision-demo
+	rm -rf $(VENV) $(OLDEST) build *.egg-info onevision-demo

@@ -23,6 +23,7 @@ _EXPORTS = {
     "HubUnreachableError": ".model",
     "CodecSelection": ".codec",
     "CorruptVideoError": ".codec",
+    "ImageNotVideoError": ".codec",
     "NotAVideoError": ".codec",
     "SelectionError": ".codec",
     "VideoError": ".codec",

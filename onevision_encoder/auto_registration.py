@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import inspect
 import sys
 import threading
 from importlib.machinery import ModuleSpec
@@ -46,9 +47,16 @@ def register() -> None:
     AutoModelForVideoClassification.register(
         OneVisionEncoderConfig, OneVisionEncoderForVideoClassification, exist_ok=True
     )
-    AutoImageProcessor.register(
-        OneVisionEncoderConfig, slow_image_processor_class=OneVisionEncoderImageProcessor, exist_ok=True
-    )
+    # One image processor (PIL and NumPy, the release's bicubic resize) serves every backend. transformers >= 5
+    # asks for its "torchvision" backend whenever torchvision is installed, and with the processor registered as
+    # the PIL one only, it warned "Requested torchvision backend is not available" before falling back to it.
+    if "image_processor_classes" in inspect.signature(AutoImageProcessor.register).parameters:
+        backends = {"pil": OneVisionEncoderImageProcessor, "torchvision": OneVisionEncoderImageProcessor}
+        AutoImageProcessor.register(OneVisionEncoderConfig, image_processor_classes=backends, exist_ok=True)
+    else:  # transformers 4.x: a "fast" processor must be torchvision-based (BaseImageProcessorFast)
+        AutoImageProcessor.register(
+            OneVisionEncoderConfig, slow_image_processor_class=OneVisionEncoderImageProcessor, exist_ok=True
+        )
     AutoConfig.register(OneVisionLlavaConfig.model_type, OneVisionLlavaConfig, exist_ok=True)
     # transformers >= 4.46 has this Auto class; the LMM still loads by its own class without it.
     if hasattr(transformers, "AutoModelForImageTextToText"):

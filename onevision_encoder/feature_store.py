@@ -4,11 +4,12 @@ feature folders and of the probe's feature cache.
 A dataset's features do not fit in memory (Kinetics-400 at 2048 tokens x 1024 channels is about
 1 TB in bfloat16), so a feature folder holds:
 
-- ``index.json``: the format, the job that made the features (model, options), ``rows_per_part``,
-  and every input in row order with its name, path, part and row;
+- ``index.json``: the format, the job that made the features (the model's content hash, options),
+  ``rows_per_part``, and every input in row order with its name, path, part and row;
 - ``part-NNNNN.safetensors``: rows ``N * rows_per_part`` onwards, each as ``ROW.features`` (plus
   ``ROW.positions_thw`` and ``ROW.frame_ids`` where known); the rows whose input failed are listed
-  with their errors in the part's metadata instead.
+  with their errors in the part's metadata instead, beside the record of what made the part (for
+  ``onevision encode``: the job, the package version and each input's identity).
 
 Each part is written atomically once all its rows are done, so an interrupted job resumes at the
 missing parts, and readers memory-map only the rows they ask for.
@@ -17,6 +18,7 @@ missing parts, and readers memory-map only the rows they ask for.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,24 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from .files import atomic_write
+from .provenance import content_hash, differences
 
 FORMAT = "onevision-features/1"
 INDEX_FILE = "index.json"
 CLIPS_PER_PART = 64
+_PART_NAME = re.compile(r"part-(\d{5,})\.safetensors")
 
 
 class JobMismatchError(ValueError):
-    """The folder holds the features of another job (other inputs, model or options)."""
+    """The folder holds the features of another job (other inputs, model or options); ``differences``
+    says what differs, one ``"KEY X there, Y now"`` each."""
+
+    def __init__(self, folder: Path, differences: list[str]) -> None:
+        self.folder, self.differences = folder, differences
+        super().__init__(
+            f"{folder} holds the features of another job ({'; '.join(differences)}): write to a new folder, "
+            "or delete this one to start again"
+        )
 
 
 class FailedRowError(ValueError):
@@ -72,16 +84,21 @@ class FeatureStore:
         job: Mapping[str, Any],
         inputs: Sequence[tuple[str, str]],
         clips_per_part: int = CLIPS_PER_PART,
+        replace: bool = False,
+        about: Mapping[str, Any] | None = None,
     ) -> FeatureStore:
         """The store of ``job`` (a JSON-able description of what makes the features) over ``inputs``
         (``(path, name)`` per row) in ``folder``: its index is written, or, when the folder already
-        has one, checked to be this job's (:class:`JobMismatchError` says what differs)."""
+        has one, checked to be this job's (:class:`JobMismatchError` says what differs), or with
+        ``replace`` written over when it is another job's (its parts are then the caller's to check).
+        ``about`` (JSON-able) is written beside the job, for readers, and never compared."""
         folder = Path(folder)
-        index = _index(job, inputs, clips_per_part)
+        index = _index(job, inputs, clips_per_part, about)
         existing = folder / INDEX_FILE
-        if existing.is_file():
-            _check_same_job(folder, _read_index(existing), index)
-        else:
+        found = _job_differences(_read_index(existing), index) if existing.is_file() else None
+        if found and not replace:
+            raise JobMismatchError(folder, found)
+        if found is None or found:
             atomic_write(existing, _dump_index(index))
         return cls(folder, len(inputs), clips_per_part, inputs)
 
@@ -106,6 +123,19 @@ class FeatureStore:
     def has_part(self, part: int) -> bool:
         return self.part_path(part).is_file()
 
+    def written_parts(self) -> list[int]:
+        """The numbers of the part files in the folder, this job's or not (a job of more rows left more)."""
+        found = (_PART_NAME.fullmatch(path.name) for path in self.folder.glob("part-*.safetensors"))
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def part_record(self, part: int) -> dict[str, Any] | None:
+        """What made part ``part``, as given to :meth:`write_part` (``None`` if it was written without)."""
+        with self._open(part) as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"{self.part_path(part)}: not a feature part of format {FORMAT}")
+        return json.loads(metadata["record"]) if "record" in metadata else None
+
     def missing_parts(self) -> list[int]:
         return [part for part in range(self.num_parts) if not self.has_part(part)]
 
@@ -114,11 +144,12 @@ class FeatureStore:
         part: int,
         rows: torch.Tensor | Mapping[int, Mapping[str, torch.Tensor]],
         failures: Sequence[Mapping[str, Any]] = (),
+        record: Mapping[str, Any] | None = None,
     ) -> None:
         """Write part ``part`` atomically: ``rows`` maps each row to its arrays (``features`` at least),
         or is the features ``[rows, N, D]`` of all the part's rows; ``failures`` hold ``{"row", ...}``
         records (path, error, message) for the rows that have no features. Together they cover the
-        part's rows exactly."""
+        part's rows exactly. ``record`` (JSON-able) says what made the part (:meth:`part_record`)."""
         expected = self.part_rows(part)
         if isinstance(rows, torch.Tensor):
             if rows.ndim != 3 or len(rows) != len(expected):
@@ -134,6 +165,8 @@ class FeatureStore:
             f"{row}.{key}": array.detach().contiguous() for row, arrays in rows.items() for key, array in arrays.items()
         }
         metadata = {"format": FORMAT, "rows": f"{expected.start}:{expected.stop}", "failures": json.dumps(failures)}
+        if record is not None:
+            metadata["record"] = json.dumps(record)
         atomic_write(self.part_path(part), save(tensors, metadata=metadata))
 
     def remove_unfinished(self, parts: Iterable[int]) -> None:
@@ -227,13 +260,15 @@ class FeatureStore:
             raise ValueError(f"{path}: unreadable feature-cache part ({error}); delete it to extract again") from None
 
 
-def _index(job: Mapping[str, Any], inputs: Sequence[tuple[str, str]], clips_per_part: int) -> dict[str, Any]:
+def _index(
+    job: Mapping[str, Any], inputs: Sequence[tuple[str, str]], clips_per_part: int, about: Mapping[str, Any] | None
+) -> dict[str, Any]:
     entries = [
         {"row": row, "part": row // clips_per_part, "name": name, "path": path}
         for row, (path, name) in enumerate(inputs)
     ]
     return {"format": FORMAT, "rows": len(entries), "rows_per_part": clips_per_part, "job": dict(job),
-            "inputs": entries}  # fmt: skip
+            **({"about": dict(about)} if about else {}), "inputs": entries}  # fmt: skip
 
 
 def _dump_index(index: Mapping[str, Any]) -> bytes:
@@ -256,15 +291,11 @@ def _read_index(path: Path) -> dict[str, Any]:
     return index
 
 
-def _check_same_job(folder: Path, found: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
-    """Raise :class:`JobMismatchError` naming what differs between the folder's job and this one."""
-    differences = []
-    old_job, new_job = found.get("job", {}), wanted["job"]
-    for key in sorted(set(old_job) | set(new_job)):
-        if old_job.get(key) != new_job.get(key):
-            differences.append(f"{key} {_short(old_job.get(key))} there, {_short(new_job.get(key))} now")
+def _job_differences(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """What differs between the folder's job (index) and this one."""
+    found_differences = differences(found.get("job", {}), wanted["job"])
     if found.get("rows_per_part") != wanted["rows_per_part"]:
-        differences.append(f"rows per part {found.get('rows_per_part')} there, {wanted['rows_per_part']} now")
+        found_differences.append(f"rows per part {found.get('rows_per_part')} there, {wanted['rows_per_part']} now")
     old_inputs = [(entry["path"], entry["name"]) for entry in found.get("inputs", [])]
     new_inputs = [(entry["path"], entry["name"]) for entry in wanted["inputs"]]
     if old_inputs != new_inputs:
@@ -273,23 +304,25 @@ def _check_same_job(folder: Path, found: Mapping[str, Any], wanted: Mapping[str,
         gone = [path for path, name in old_inputs if (path, name) not in new_set]
         what = [f"{len(added)} new (e.g. {added[0]})"] if added else []
         what += [f"{len(gone)} no longer given (e.g. {gone[0]})"] if gone else []
-        differences.append(f"inputs: {', '.join(what) or 'the same, in another order'}")
-    if differences:
-        raise JobMismatchError(
-            f"{folder} holds the features of another job ({'; '.join(differences)}): write to a new folder, "
-            f"or delete this one to start again"
-        )
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        found_differences.append(f"inputs: {', '.join(what) or 'the same, in another order'}")
+    return found_differences
 
 
 def model_identity(model: str) -> str:
-    """A local checkpoint is identified by its files' sizes and times, so retrained weights miss the cache."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return model
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return json.dumps([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    """The SHA-256 of a checkpoint's content (:func:`~.provenance.content_hash` of its ``config.json`` and
+    weights, :func:`~.model.loading.checkpoint_files`): a local folder's, or a hub id's files in the local
+    Hugging Face cache, the same hash for the same files whichever way they are reached. Weights saved
+    over a checkpoint change it whatever their size and time; a copy elsewhere (another path, other
+    times) keeps it. Reading the files costs about 1.4 s per 1.2 GB on 2 CPU cores
+    (``benchmarks/bench_model_hash.py``)."""
+    from .model.loading import checkpoint_files
+
+    files = checkpoint_files(model)
+    if files is None:  # a hub id not downloaded yet: from_pretrained fetches it, or says why it cannot
+        from .model import OneVisionEncoderModel
+
+        OneVisionEncoderModel.from_pretrained(model)
+        files = checkpoint_files(model)
+        if files is None:
+            raise FileNotFoundError(f"{model}: no config.json found for this model")
+    return content_hash(files)

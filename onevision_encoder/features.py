@@ -6,7 +6,9 @@ or 16 uniformly sampled frames placed on the 64-frame virtual grid), ``codec`` (
 patches of 64 frames, fed as a mosaic with their true positions).
 
 A feature folder (:mod:`.feature_store`) is made of parts, each the job of :func:`extract_part`:
-idempotent, atomic, independent of the others, so that any engine can schedule them.
+idempotent, atomic, independent of the others, so that any engine can schedule them. Each part records
+what made it (the job, the package version, each input's identity), so that a rerun reuses only the
+parts this very job would write again (:func:`changed_parts`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .codec import CodecSelection, select_patches
+from .codec import CodecSelection, ImageNotVideoError, select_patches
 from .codec.reader import read_sampled_frames
 from .distributed import resolve_device
 from .feature_store import FeatureStore, model_identity
 from .media import IMAGE_SUFFIXES, open_image
 from .model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
+from .provenance import differences, file_fingerprint, package_version
 from .video import chunk_visible_indices, frame_positions, indices_to_positions, mosaic
 
 if TYPE_CHECKING:
@@ -164,9 +167,14 @@ def encode_batch(
 @dataclass(frozen=True)
 class EncodeJob:
     """What ``onevision encode`` computes into a feature folder (``out``): the features of ``inputs``
-    (``(path, name)`` per row, in row order) in parts of ``rows_per_part`` rows. Everything but
-    ``device`` and ``batch_size`` decides the features, and so the folder's identity (:meth:`identity`).
-    It pickles, so an engine can ship it to workers once and have them run :func:`extract_part`."""
+    (``(path, name)`` per row, in row order) in parts of ``rows_per_part`` rows. The model's content
+    (``model_sha256``) and the options but ``device`` and ``batch_size`` decide the features, and so the
+    folder's identity (:meth:`identity`). It pickles, so an engine can ship it to workers once and have
+    them run :func:`extract_part`.
+
+    ``model_sha256``, when not given, is computed from the model's files as the job is made
+    (:func:`~.feature_store.model_identity`: reading them, about 1.4 s per 1.2 GB on 2 CPU cores; a hub id not
+    yet in the local cache is downloaded first), so every process that shares a job shares the model's identity."""
 
     out: str
     model: str
@@ -182,11 +190,17 @@ class EncodeJob:
     rows_per_part: int = 64
     device: str = "auto"
     batch_size: int = 8
+    model_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.model_sha256:
+            object.__setattr__(self, "model_sha256", model_identity(self.model))
 
     def identity(self) -> dict[str, object]:
-        """The options that make the features, and the model (a local checkpoint by its files too)."""
+        """The options that make the features, and the model by its content (not its path: a copy of the
+        checkpoint elsewhere is the same model)."""
         options = ("mode", "frames", "num_patches", "frame_range", "layer", "pooled", "native", "dtype")
-        identity: dict[str, object] = {"model": self.model, "model_files": model_identity(self.model)}
+        identity: dict[str, object] = {"model_sha256": self.model_sha256}
         identity.update({key: getattr(self, key) for key in options})
         identity["frame_range"] = None if self.frame_range is None else list(self.frame_range)
         return identity
@@ -198,7 +212,12 @@ class EncodeJob:
             return image_input(path, processor, name, native=self.native)
         if mode == "chunk":
             return chunk_input(path, self.frames, processor, name=name, frame_range=self.frame_range)
-        return codec_input(path, self.num_patches, processor.patch_size, name=name, frame_range=self.frame_range)
+        try:
+            return codec_input(path, self.num_patches, processor.patch_size, name=name, frame_range=self.frame_range)
+        except ImageNotVideoError:  # a picture named as a video: in auto mode what the file holds decides
+            if self.mode != "auto":
+                raise
+            return image_input(path, processor, name, native=self.native)
 
 
 @dataclass(frozen=True)
@@ -214,22 +233,29 @@ class PartOutcome:
 
 
 @functools.lru_cache(maxsize=1)
-def load_encoder(model: str, dtype: str, device: str) -> tuple[OneVisionEncoderModel, OneVisionEncoderImageProcessor]:
-    """The model and its processor, loaded once per process (a worker runs many parts of one job)."""
+def load_encoder(
+    model: str, dtype: str, device: str, model_sha256: str = ""
+) -> tuple[OneVisionEncoderModel, OneVisionEncoderImageProcessor]:
+    """The model and its processor, loaded once per process (a worker runs many parts of one job) and
+    again when ``model_sha256`` says that its files changed."""
     encoder = OneVisionEncoderModel.from_pretrained(model, dtype=getattr(torch, dtype)).to(device).eval()
     return encoder, OneVisionEncoderImageProcessor(patch_size=encoder.config.patch_size)
 
 
 def encode_rows(
-    job: EncodeJob, rows: Sequence[int], on_input: Callable[[], None] | None = None
+    job: EncodeJob,
+    rows: Sequence[int],
+    on_input: Callable[[], None] | None = None,
+    on_failure: Callable[[dict[str, object]], None] | None = None,
 ) -> tuple[dict[int, dict[str, torch.Tensor]], list[dict[str, object]]]:
     """The arrays of each row that could be encoded (``features``, ``positions_thw``, ``frame_ids`` for
     videos), and a failure record (row, path, name, error, message) for each that could not be read.
     Any exception while reading an input is that input's failure (ours, FFmpeg's, OpenCV's, PIL's);
-    the model's errors stop the job. ``on_input`` is called as each input is done."""
+    the model's errors stop the job. ``on_input`` is called as each input is done, ``on_failure`` with
+    each failure record as it happens."""
     from .batch import error_name
 
-    model, processor = load_encoder(job.model, job.dtype, resolve_device(job.device))
+    model, processor = load_encoder(job.model, job.dtype, resolve_device(job.device), job.model_sha256)
     encoded: dict[int, dict[str, torch.Tensor]] = {}
     failures: list[dict[str, object]] = []
     # Samples wait for others of their shape (native-resolution pictures, pictures among videos), so
@@ -253,6 +279,8 @@ def encode_rows(
         except Exception as error:
             message = " ".join(str(error).split()) or repr(error)  # one line (OpenCV's messages span several)
             failures.append({"row": row, "path": path, "name": name, "error": error_name(error), "message": message})
+            if on_failure is not None:
+                on_failure(failures[-1])
             if on_input is not None:
                 on_input()
             continue
@@ -265,20 +293,99 @@ def encode_rows(
     return dict(sorted(encoded.items())), failures
 
 
-def extract_part(job: EncodeJob, part: int, on_input: Callable[[], None] | None = None) -> PartOutcome:
-    """Encode part ``part`` of ``job`` into ``job.out/part-NNNNN.safetensors``, written atomically;
-    a part already there is skipped, so calling it again (a rerun, a retried task) is harmless. The
-    job's index must exist (:func:`open_job`). Any engine may schedule the parts: one process, shards,
-    or workers that each run this function."""
+def extract_part(
+    job: EncodeJob,
+    part: int,
+    on_input: Callable[[], None] | None = None,
+    on_failure: Callable[[dict[str, object]], None] | None = None,
+) -> PartOutcome:
+    """Encode part ``part`` of ``job`` into ``job.out/part-NNNNN.safetensors``, written atomically with
+    the record of what made it (:func:`part_record`); a part already there is skipped, so calling it
+    again (a rerun, a retried task) is harmless. The job's index must exist (:func:`open_job`). Any
+    engine may schedule the parts: one process, shards, or workers that each run this function.
+    ``on_input`` and ``on_failure`` are :func:`encode_rows`'."""
 
     store = FeatureStore(job.out, len(job.inputs), job.rows_per_part)
     rows = store.part_rows(part)
     if store.has_part(part):
         return PartOutcome(part, "skipped", len(rows))
     started = time.perf_counter()
-    encoded, failures = encode_rows(job, rows, on_input)
-    store.write_part(part, encoded, failures)
+    record = part_record(job, rows)  # before the inputs are read: the identity of what is encoded
+    encoded, failures = encode_rows(job, rows, on_input, on_failure)
+    store.write_part(part, encoded, failures, record)
     return PartOutcome(part, "written", len(rows), tuple(failures), time.perf_counter() - started)
+
+
+def input_identity(path: str) -> list[object]:
+    """``[fingerprint, mtime_ns]`` of an input file (:func:`~.provenance.file_fingerprint`), ``[None, None]``
+    when it cannot be read (its failure is recorded with the row)."""
+    try:
+        modified = os.stat(path).st_mtime_ns
+        return [file_fingerprint(path), modified]
+    except OSError:
+        return [None, None]
+
+
+def part_record(job: EncodeJob, rows: range) -> dict[str, object]:
+    """What makes the part of ``rows``: the job's identity, the package version, and each input's path
+    (absolute, as the index holds it) with its :func:`input_identity`."""
+    paths = [os.path.abspath(job.inputs[row][0]) for row in rows]
+    return {
+        "job": job.identity(),
+        "version": package_version(),
+        "rows": [rows.start, rows.stop],
+        "inputs": [[path, *input_identity(path)] for path in paths],
+    }
+
+
+def _same_input(path: str, recorded: Sequence[object]) -> bool:
+    """Whether ``path`` holds the content ``recorded`` (``[path, fingerprint, mtime_ns]``) saw. The same
+    path, size and modification time are taken as the same content without reading it again (a
+    dataset's resume would otherwise read every input); anything else is fingerprinted."""
+    recorded_path, fingerprint, modified = recorded
+    try:
+        now = os.stat(path)
+    except OSError:
+        return fingerprint is None
+    if fingerprint is None:
+        return False
+    if path == recorded_path and now.st_mtime_ns == modified and str(fingerprint).startswith(f"{now.st_size}:"):
+        return True
+    try:
+        return file_fingerprint(path) == fingerprint
+    except OSError:
+        return False
+
+
+def changed_parts(job: EncodeJob, store: FeatureStore, parts: Sequence[int]) -> tuple[dict[int, str], dict[int, str]]:
+    """Among ``parts``, those written: the ones this job may not reuse, each with why (another job or
+    rows made them, an input changed since, or no record says what made them), and the ones written by
+    another package version (reusable: the same job), each with that version."""
+    identity, version = job.identity(), package_version()
+    changed: dict[int, str] = {}
+    versions: dict[int, str] = {}
+    for part in parts:
+        if not store.has_part(part):
+            continue
+        record = store.part_record(part)
+        rows = store.part_rows(part)
+        if record is None:
+            changed[part] = f"{store.part_path(part)} has no record of what made it (written by an earlier version)"
+        elif found := differences(record["job"], identity):
+            changed[part] = f"{store.part_path(part)} was made by another job ({'; '.join(found)})"
+        elif record["rows"] != [rows.start, rows.stop]:
+            changed[part] = (
+                f"{store.part_path(part)} holds rows {record['rows'][0]}..{record['rows'][1] - 1} of another job"
+            )
+        else:
+            for row, recorded in zip(rows, record["inputs"], strict=True):
+                path = os.path.abspath(job.inputs[row][0])
+                if not _same_input(path, recorded):
+                    changed[part] = f"{path} changed since it was encoded (part {part})"
+                    break
+        if part not in changed and record is not None and record["version"] != version:
+            versions[part] = str(record["version"])
+    return changed, versions
 
 
 def extract_part_job(job: EncodeJob, part: int) -> Outcome:
@@ -298,10 +405,12 @@ def extract_part_job(job: EncodeJob, part: int) -> Outcome:
     return Outcome(DONE)
 
 
-def open_job(job: EncodeJob) -> FeatureStore:
+def open_job(job: EncodeJob, replace: bool = False) -> FeatureStore:
     """The job's feature folder, created with its index, or checked to hold this very job
-    (:class:`~.feature_store.JobMismatchError` says what differs)."""
+    (:class:`~.feature_store.JobMismatchError` says what differs), or with ``replace`` given this job's
+    index over another's (:func:`changed_parts` then tells which parts to encode again)."""
 
     # Absolute paths (links not resolved): the same inputs whatever folder a rerun or another shard starts in.
     inputs = [(os.path.abspath(path), name) for path, name in job.inputs]
-    return FeatureStore.create(job.out, job.identity(), inputs, job.rows_per_part)
+    about = {"model": job.model, "version": package_version()}
+    return FeatureStore.create(job.out, job.identity(), inputs, job.rows_per_part, replace=replace, about=about)

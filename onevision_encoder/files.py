@@ -65,8 +65,11 @@ def atomic_write(path: str | os.PathLike[str], content: bytes | Callable[[Binary
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike[str], tag: str = "") -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename.
+def atomic_directory(
+    path: str | os.PathLike[str], tag: str = "", check_replaceable: Callable[[Path, Path], None] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename (a folder
+    already there only if ``check_replaceable`` passes it: see :func:`replace_folder`).
 
     On any error (or interruption) the temporary folder is removed and ``path`` is untouched.
     """
@@ -76,19 +79,35 @@ def atomic_directory(path: str | os.PathLike[str], tag: str = "") -> Iterator[Pa
     try:
         os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes folders private
         yield temporary
-        replace_folder(temporary, path, tag)
+        replace_folder(temporary, path, tag, check_replaceable)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
 
 
-def replace_folder(source: str | os.PathLike[str], path: str | os.PathLike[str], tag: str = "") -> None:
+def replace_folder(
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    tag: str = "",
+    check_replaceable: Callable[[Path, Path], None] | None = None,
+) -> None:
     """Put the folder ``source`` in ``path``'s place: a folder already there is moved aside in one rename
-    (then deleted), so ``path`` is always either the old folder or the new one."""
+    (then deleted), so ``path`` is always either the old folder or the new one.
+
+    ``check_replaceable(old, path)`` is called with the old folder once it is moved aside (nothing can land
+    in it any more); if it raises, the old folder is put back untouched and the error goes up.
+    """
     path = Path(path)
     if path.exists():
         retired = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{tag}old-", suffix=".tmp"))
         os.replace(path, retired / "old")
+        if check_replaceable is not None:
+            try:
+                check_replaceable(retired / "old", path)
+            except BaseException:
+                os.replace(retired / "old", path)
+                retired.rmdir()
+                raise
         os.replace(source, path)
         shutil.rmtree(retired, ignore_errors=True)
     else:

@@ -54,7 +54,7 @@ def matches(path: str | os.PathLike[str], patterns: Sequence[str]) -> bool:
 def list_inputs(source: str | os.PathLike[str], patterns: Sequence[str] = VIDEO_PATTERNS) -> InputListing:
     """The files of a folder (recursively, linked folders included, hidden entries skipped) whose names
     match ``patterns``, or every path of a list file (one per line, ``#`` comments; relative paths are
-    relative to the list file)."""
+    relative to the list file). A file named as a video or image is the one input itself."""
     source = Path(source)
     if source.is_dir():
         found = sorted(_walk(source))
@@ -62,7 +62,15 @@ def list_inputs(source: str | os.PathLike[str], patterns: Sequence[str] = VIDEO_
         return InputListing(files, source, ignored=len(found) - len(files))
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such folder or list file")
-    lines = (line.strip() for line in source.read_text().splitlines())
+    if matches(source, MEDIA_PATTERNS):
+        return InputListing([source], source.parent)
+    try:
+        text = source.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{source}: not a list file (one path per line): it is not text; give a folder, a list file or a video"
+        ) from None
+    lines = (line.strip() for line in text.splitlines())
     files = sorted(source.parent / line for line in lines if line and not line.startswith("#"))
     if not files:
         raise ValueError(f"{source}: the list names no file")
@@ -91,6 +99,12 @@ def output_name(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> s
     if os.path.commonpath([absolute, root]) == root:
         return os.path.relpath(absolute, root)
     return absolute.lstrip(os.sep)
+
+
+def with_frame_range(name: str, frame_range: tuple[int, int] | None) -> str:
+    """``name`` of a clip of the video: ``clip.mp4@100-300`` for frames 100 (included) to 300 (excluded), so
+    that two clips of one video get two outputs (``@`` and ``-`` are safe in file names everywhere)."""
+    return name if frame_range is None else f"{name}@{frame_range[0]}-{frame_range[1]}"
 
 
 def output_names(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str]:

@@ -11,7 +11,8 @@ For every sampled frame of a :class:`~onevision_encoder.codec.codec_selection.Co
 
 :func:`contact_sheet` lays a few sampled frames out as a grid with a bar chart of patches kept per
 frame; :func:`animation_frames` and :func:`save_visualization` turn every sampled frame into an
-animation (GIF or H.264 MP4). Only numpy and Pillow are used.
+animation (GIF or H.264 MP4). Only numpy and Pillow are used. Every file written carries
+:data:`MARK` (PNG text, GIF comment, MP4 tag), so that :func:`drawn_here` tells them from the user's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from .codec.codec_selection import CodecSelection
 from .files import atomic_write
@@ -34,6 +35,7 @@ __all__ = [
     "PANEL_NAMES",
     "animation_frames",
     "contact_sheet",
+    "drawn_here",
     "panel_layout",
     "panels",
     "patch_count_chart",
@@ -555,6 +557,29 @@ def visualization_paths(out: str | os.PathLike[str], animation: str = "gif") -> 
     return paths
 
 
+MARK = "onevision viz"  # in what save_visualization writes: PNG "Software" text, GIF comment, MP4 "comment" tag
+
+
+def drawn_here(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a picture or animation that :func:`save_visualization` wrote (it carries :data:`MARK`)."""
+    path = Path(path)
+    if path.suffix.lower() == ".mp4":
+        import av
+        from av.error import FFmpegError
+
+        try:
+            with av.open(str(path)) as container:
+                return container.metadata.get("comment") == MARK
+        except (OSError, ValueError, FFmpegError):
+            return False
+    try:
+        with Image.open(path) as image:
+            mark = image.info.get("Software" if image.format == "PNG" else "comment")
+    except (OSError, ValueError):  # PIL's UnidentifiedImageError is an OSError
+        return False
+    return (mark.decode(errors="replace") if isinstance(mark, bytes) else mark) == MARK
+
+
 def save_visualization(
     selection: CodecSelection, out: str | os.PathLike[str], animation: str = "gif", columns: int = 8
 ) -> dict[str, Path]:
@@ -574,7 +599,9 @@ def save_visualization(
     png.parent.mkdir(parents=True, exist_ok=True)
 
     sheet = contact_sheet(selection, columns=columns)
-    written = {"png": atomic_write(png, lambda stream: sheet.save(stream, format="PNG", optimize=True))}
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Software", MARK)
+    written = {"png": atomic_write(png, lambda stream: sheet.save(stream, format="PNG", optimize=True, pnginfo=text))}
     if animation == "none":
         return written
 
@@ -591,8 +618,9 @@ def save_visualization(
                 append_images=images[1:],
                 duration=round(1000 / ANIMATION_FPS),
                 loop=0,
+                comment=MARK.encode(),
             ),
         )
     else:
-        written["animation"] = write_video(target, frames, codec="h264", fps=ANIMATION_FPS)
+        written["animation"] = write_video(target, frames, codec="h264", fps=ANIMATION_FPS, metadata={"comment": MARK})
     return written

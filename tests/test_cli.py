@@ -69,29 +69,32 @@ def test_usage_errors_exit_2():
 
 def test_select_writes_loadable_files_and_reports_bad_ones(dataset, tmp_path):
     root, good = dataset
-    result = onevision("select", *good, root / "broken.mp4", "--out", tmp_path / "sel")
+    names = [str(path.relative_to(root)) for path in good]
+    result = onevision("select", *names, "broken.mp4", "--out", tmp_path / "sel", cwd=root)
     assert result.returncode == 1
     assert error_lines(result.stderr) == [
-        f"error: {root / 'broken.mp4'}: cannot be opened as a video (Invalid data found when processing input)"
+        "error: broken.mp4: cannot be opened as a video (Invalid data found when processing input)"
     ]
     assert "Traceback" not in result.stderr
-    summaries = [line for line in result.stdout.splitlines() if line.startswith(str(root))]
+    summaries = [line for line in result.stdout.splitlines() if line.split(":")[0] in names]
     assert len(summaries) == 3 and all("K=2048" in line and "motion" in line for line in summaries)
-    for name in ("walk.mp4", "pan.mp4", "still.mp4"):  # unique file names name the outputs
+    for name in ("walk.mp4", "sub/pan.mp4", "still.mp4"):  # the paths as given name the outputs
         selection = CodecSelection.load(tmp_path / "sel" / name)
         assert selection.num_patches == 2048 and selection.grid == (64, 16, 16)
 
 
 def test_select_options_reach_the_selection(dataset, tmp_path):
-    _, good = dataset
-    result = onevision("select", good[0], "--preset", "lmm", "-k", "2592", "--frames", "16", "--out", tmp_path)
+    root, good = dataset
+    lmm = ["--preset", "lmm", "-k", "2592", "--frames", "16"]
+    result = onevision("select", "walk.mp4", *lmm, "--out", tmp_path, cwd=root)
     assert result.returncode == 0, result.stderr
     selection = CodecSelection.load(tmp_path / "walk.mp4")
     assert selection.grid == (16, 36, 36) and selection.num_patches == 2592
     assert (tmp_path / "walk.mp4" / "visidx_thw.npy").is_file()
-    clip = onevision("select", good[0], "--frame-range", "8:20", "--frames", "6", "-k", "300", "--out", tmp_path / "c")
+    clip_options = ["--frame-range", "8:20", "--frames", "6", "-k", "300"]
+    clip = onevision("select", "walk.mp4", *clip_options, "--out", tmp_path / "c", cwd=root)
     assert clip.returncode == 0, clip.stderr
-    assert CodecSelection.load(tmp_path / "c" / "walk.mp4").frame_ids.tolist() == [
+    assert CodecSelection.load(tmp_path / "c" / "walk.mp4@8-20").frame_ids.tolist() == [
         8,
         10,
         12,

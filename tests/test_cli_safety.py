@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 from PIL import Image
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 from onevision_encoder.cli.main import main
 from onevision_encoder.cli.options import UsageError, refuse_outputs_over_inputs
@@ -70,6 +70,31 @@ def test_viz_refuses_an_output_over_its_video(tmp_path, capsys, video, out, anim
     assert [p.name for p in tmp_path.iterdir()] == [video.name]
 
 
+def users_picture(path: Path) -> Path:
+    """A picture or video of the user's, of the very format viz writes there (not one viz drew)."""
+    if path.suffix == ".mp4":
+        return write_clip(path, make_clip("still", 8, size=(32, 32)))
+    Image.fromarray(np.full((24, 32, 3), 200, dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("theirs", ["clip.png", "clip.anim.gif", "clip.anim.mp4"])
+def test_viz_replaces_only_the_pictures_it_drew(clip, tmp_path, capsys, theirs):
+    animation = "mp4" if theirs.endswith(".mp4") else "gif"
+    argv = [str(a) for a in ["viz", clip, "--out", tmp_path / "clip.png", "--animation", animation, *FAST]]
+    assert main(argv) == 0 and main(argv) == 0  # what viz drew, viz draws again
+    for drawn in (tmp_path / "clip.png", tmp_path / f"clip.anim.{animation}"):
+        drawn.unlink()
+    users = users_picture(tmp_path / theirs)
+    original = users.read_bytes()
+    clip.write_bytes(b"not decoded: the command stops before any work")
+    capsys.readouterr()
+    line = usage_error(capsys, argv)
+    assert f"{users} exists and was not written by onevision viz: not replacing it" in line
+    assert users.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.mp4", theirs])
+
+
 def test_select_refuses_a_folder_over_a_video(clip, tmp_path, capsys, monkeypatch):
     original = clip.read_bytes()
     monkeypatch.chdir(tmp_path)
@@ -95,6 +120,25 @@ def test_encode_refuses_an_output_over_an_input(tmp_path, capsys):
     line = usage_error(capsys, ["encode", image(tmp_path / "a.png"), features, "--model", "m", "--out", features])
     assert f"the output {features} would overwrite the input {features}" in line
     assert features.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_encode_replaces_only_a_features_file_it_wrote(tmp_path, capsys, parity_dir, suffix):
+    out = tmp_path / f"features{suffix}"
+    picture = image(tmp_path / "a.png")
+    argv = ["encode", picture, "--model", parity_dir / "tiny", "--device", "cpu", "--out", out]
+    assert main([str(a) for a in argv]) == 0 and main([str(a) for a in argv]) == 0  # its own file: replaced
+    out.unlink()
+    if suffix == ".npz":  # a file of the user's in that very format
+        np.savez(out, features=np.zeros(3))
+    else:
+        save_file({"features": np.zeros(3)}, out)
+    original = out.read_bytes()
+    capsys.readouterr()
+    for overwrite in ([], ["--overwrite"]):
+        line = usage_error(capsys, ["encode", picture, "--model", "never-loaded", "--out", out, *overwrite])
+        assert f"{out} exists and was not written by onevision encode: not replacing it" in line
+        assert out.read_bytes() == original
 
 
 def test_probe_refuses_results_over_its_lists(tmp_path, capsys):
@@ -126,11 +170,12 @@ def links(clip, tmp_path) -> list[Path]:
     return made
 
 
-def test_select_two_links_to_one_video_are_two_selections(links, tmp_path):
-    assert main(["select", *map(str, links), "--out", str(tmp_path / "s"), *FAST]) == 0
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["a.mp4", "b.mp4"]
+def test_select_two_links_to_one_video_are_two_selections(links, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["select", *(str(link.relative_to(tmp_path)) for link in links), "--out", "s", *FAST]) == 0
+    assert sorted(p.name for p in (tmp_path / "s" / "links").iterdir()) == ["a.mp4", "b.mp4"]
     for name in ("a.mp4", "b.mp4"):
-        assert CodecSelection.load(tmp_path / "s" / name).num_patches == 512
+        assert CodecSelection.load(tmp_path / "s" / "links" / name).num_patches == 512
 
 
 @pytest.mark.parametrize("command", ["select", "encode"])
@@ -142,7 +187,101 @@ def test_the_same_input_twice_is_a_usage_error(clip, tmp_path, capsys, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
-# 3. encode takes folders.
+def selections(out: Path) -> list[str]:
+    """The selection folders under ``out``, by their names relative to it."""
+    return sorted(str(meta.parent.relative_to(out)) for meta in out.rglob("meta.json"))
+
+
+def test_select_names_each_output_by_its_path_as_given_and_its_frame_range(clip_bytes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "clip.mp4").write_bytes(clip_bytes)
+    assert main(["select", "a/clip.mp4", "--out", "sel", *FAST]) == 0
+    assert main(["select", "b/clip.mp4", "--out", "sel", *FAST]) == 0  # another run, another input: its own folder
+    for frames in ("0:8", "8:16"):
+        assert main(["select", "./a/clip.mp4", "--frame-range", frames, "--out", "sel", *FAST]) == 0
+    assert selections(tmp_path / "sel") == ["a/clip.mp4", "a/clip.mp4@0-8", "a/clip.mp4@8-16", "b/clip.mp4"]
+    assert CodecSelection.load(tmp_path / "sel" / "a" / "clip.mp4@8-16").meta["frame_range"] == [8, 16]
+
+
+def test_select_refuses_two_inputs_that_would_share_a_folder(clip_bytes, tmp_path, capsys, monkeypatch):
+    outside = tmp_path / "outside.mp4"  # outside the working folder: named by its absolute path
+    work = tmp_path / "work"
+    inside = Path(str(outside).lstrip(os.sep))  # inside it, a file of that very name
+    (work / inside).parent.mkdir(parents=True)
+    for video in (outside, work / inside):
+        video.write_bytes(clip_bytes)
+    monkeypatch.chdir(work)
+    line = usage_error(capsys, ["select", outside, inside, "--out", "sel", *FAST])
+    assert f"{outside} and {inside} would both be written to {Path('sel') / inside}" in line
+    assert not (work / "sel").exists()
+
+
+# 3. select replaces only the folders it wrote, made from the same input and options.
+
+
+def test_select_never_replaces_a_folder_holding_a_users_file(clip, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["select", "clip.mp4", "--out", "sel", *FAST]) == 0
+    folder = tmp_path / "sel" / "clip.mp4"
+    written = {path.name: path.read_bytes() for path in folder.iterdir()}
+    (folder / "notes.txt").write_text("mine")
+    for overwrite in ([], ["--overwrite"]):  # the same run again, then with --overwrite: refused alike
+        line = usage_error(capsys, ["select", "clip.mp4", "--out", "sel", *FAST, *overwrite])
+        assert f"{Path('sel/clip.mp4')} holds files this tool did not write: notes.txt; move them" in line
+        assert {path.name: path.read_bytes() for path in folder.iterdir()} == {**written, "notes.txt": b"mine"}
+    (folder / "notes.txt").unlink()
+    assert main(["select", "clip.mp4", "--out", "sel", *FAST]) == 0  # its own folder, as it left it: replaced
+
+    theirs = tmp_path / "theirs" / "clip.mp4"  # a folder of the user's where the selection would go
+    theirs.mkdir(parents=True)
+    (theirs / "plan.txt").write_text("mine")
+    line = usage_error(capsys, ["select", "clip.mp4", "--out", "theirs", *FAST, "--overwrite"])
+    assert "holds files this tool did not write: plan.txt" in line
+    assert [path.name for path in theirs.iterdir()] == ["plan.txt"]
+
+
+def test_select_replaces_a_selection_of_another_input_or_options_only_if_asked(clip, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["select", "clip.mp4", "--out", "sel", *FAST]) == 0
+    meta = tmp_path / "sel" / "clip.mp4" / "meta.json"
+    before = meta.read_bytes()
+    other_k = ["--frames", "8", "-k", "256"]
+    line = usage_error(capsys, ["select", "clip.mp4", "--out", "sel", *other_k])
+    assert f"{Path('sel/clip.mp4')} was made otherwise (num_patches 512 there, 256 now); add --overwrite" in line
+    write_clip(clip, make_clip("panning", 16, size=(64, 80)))  # another video under the same name
+    line = usage_error(capsys, ["select", "clip.mp4", "--out", "sel", *FAST])
+    assert "(input changed: clip.mp4); add --overwrite" in line
+    assert meta.read_bytes() == before
+    assert main(["select", "clip.mp4", "--out", "sel", *other_k, "--overwrite"]) == 0
+    assert CodecSelection.load(tmp_path / "sel" / "clip.mp4").num_patches == 256
+
+    earlier = json.loads(meta.read_text())  # as the previous version wrote it: no record of what made it
+    del earlier["made_by"]
+    meta.write_text(json.dumps(earlier))
+    line = usage_error(capsys, ["select", "clip.mp4", "--out", "sel", *other_k])
+    assert "written by an earlier version of onevision, with no record of its input and options" in line
+    assert main(["select", "clip.mp4", "--out", "sel", *other_k, "--overwrite"]) == 0
+    assert "made_by" in json.loads(meta.read_text())
+
+
+def test_saving_a_selection_over_a_folder_with_a_users_file_leaves_it_as_it_was(clip, tmp_path):
+    """What guards a file added after the command's checks: the old folder is checked once moved aside."""
+    from onevision_encoder.codec import select_patches
+    from onevision_encoder.codec.selection_folder import FolderNotOursError
+
+    selection = select_patches(clip, num_frames=8, num_patches=512)
+    folder = selection.save(tmp_path / "sel")
+    (folder / "notes.txt").write_text("mine")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    with pytest.raises(FolderNotOursError, match=f"{folder} holds files this tool did not write: notes.txt"):
+        selection.save(folder)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4", "sel"]  # nothing left aside
+
+
+# 4. encode takes folders.
 
 
 def test_encode_a_folder_names_by_the_path_inside_it(clip, tmp_path, parity_dir):
@@ -169,7 +308,7 @@ def test_encode_refuses_two_inputs_of_one_name(tmp_path, capsys):
     )
 
 
-# 4. concepts: defaults work, errors speak the command line.
+# 5. concepts: defaults work, errors speak the command line.
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +381,7 @@ def test_concepts_numbers_below_1_are_usage_errors(manifest, capsys, option):
     assert exited.value.code == 2 and f"{option}: must be >= 1, got 0" in capsys.readouterr().err
 
 
-# 5. Help without the heavy libraries.
+# 6. Help without the heavy libraries.
 
 SUBCOMMANDS = ["select", "viz", "encode", "preprocess", "train", "concepts", "probe", "demo"]
 HELP_WITHOUT_HEAVY_IMPORTS = f"""

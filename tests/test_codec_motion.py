@@ -14,7 +14,7 @@ from onevision_encoder.codec import OptionError, select_patches
 from onevision_encoder.codec import motion as motion_module
 from onevision_encoder.codec.compensation import check_against_camera
 from onevision_encoder.codec.geometry import plan_geometry
-from onevision_encoder.codec.motion import motion_compensated, translated, truncate_to_pixels
+from onevision_encoder.codec.motion import cell_grid, motion_compensated, translated, truncate_to_pixels
 from onevision_encoder.codec.options import SelectionOptions
 from onevision_encoder.codec.presets import SELECTION_PRESETS
 from onevision_encoder.codec.saliency import SaliencyConfig, score_frame
@@ -96,14 +96,83 @@ def test_a_wrong_vector_on_a_periodic_texture_goes_to_the_camera():
     assert np.array_equal(prediction, motion_compensated(reference, checked, (64, 96)))
 
 
-def test_a_translation_is_compensated_as_a_field_would_be():
+def replicated_shift(image, dx, dy):
+    """``image`` sampled at ``(x + dx, y + dy)`` for whole ``dx, dy``, borders replicated (numpy indexing)."""
+    height, width = image.shape
+    rows = np.clip(np.arange(height) + dy, 0, height - 1)
+    columns = np.clip(np.arange(width) + dx, 0, width - 1)
+    return image[rows][:, columns]
+
+
+# OpenCV's fixed-point bilinear interpolation samples at coordinates rounded to 1/32 pixel: off by at most
+# 1/64, plus what OpenCV 4's warpAffine loses carrying its matrix in 1/1024 fixed point first and float32 maps
+# lose in the sum x + d (about 1/1000 together at these sizes; 1/512 covers them). A coordinate off by e moves
+# a bilinear value by at most e x the largest neighbour difference of its 2x2 cell along that axis. The
+# weights, in 1/32768, are exact on the 1/32 grid, and the result is rounded to an integer: at most 0.5 more.
+# OpenCV 5's float paths round less and stay within the same bound.
+COORDINATE_ERROR = 1 / 64 + 1 / 512
+
+
+def bilinear_within_rounding(image, dx, dy):
+    """The exact float64 bilinear samples of ``image`` at ``(x + dx, y + dy)`` (borders replicated), and how
+    far OpenCV's 8-bit bilinear interpolation may round each from it (see ``COORDINATE_ERROR``)."""
+    x0, y0 = int(np.floor(dx)), int(np.floor(dy))
+    fx, fy = dx - x0, dy - y0
+    pixels = image.astype(np.float64)
+    a, b = replicated_shift(pixels, x0, y0), replicated_shift(pixels, x0 + 1, y0)
+    c, d = replicated_shift(pixels, x0, y0 + 1), replicated_shift(pixels, x0 + 1, y0 + 1)
+    exact = (1 - fy) * ((1 - fx) * a + fx * b) + fy * ((1 - fx) * c + fx * d)
+    across = np.maximum(np.abs(b - a), np.abs(d - c))
+    down = np.maximum(np.abs(c - a), np.abs(d - b))
+    return exact, 0.5 + COORDINATE_ERROR * (across + down)
+
+
+def constant_field(vector_qpel, luma_hw):
+    """One quarter-pel vector in every 4x4 cell of ``luma_hw``."""
+    field = np.empty((*cell_grid(luma_hw), 2), np.int32)
+    field[...] = vector_qpel
+    return field
+
+
+def test_a_whole_pixel_translation_is_compensated_exactly():
     reference = texture(90, 160, seed=1)[..., 0]
-    for vector in ((5, -3), (-7, 2), (13, 9)):
-        field = np.empty((45, 80, 2), np.int32)
-        field[...] = vector  # quarter-pel on a 180x320 luma plane, compensated on a half-size plane
-        assert np.array_equal(
-            translated(reference, np.array(vector), (180, 320)), motion_compensated(reference, field, (180, 320))
-        )
+    # (full luma plane, quarter-pel vectors that are whole pixels of the 90x160 working plane)
+    for luma_hw, vectors in (((90, 160), [(4, -8), (-12, 20), (0, 4)]), ((180, 320), [(8, -16), (-24, 8)])):
+        for vector in vectors:
+            scale = reference.shape[0] / luma_hw[0] / 4
+            expected = replicated_shift(reference, round(vector[0] * scale), round(vector[1] * scale))
+            assert np.array_equal(translated(reference, np.array(vector), luma_hw), expected), (luma_hw, vector)
+            assert np.array_equal(motion_compensated(reference, constant_field(vector, luma_hw), luma_hw), expected)
+
+
+def test_a_sub_pixel_translation_is_bilinear_within_fixed_point_rounding():
+    reference = texture(90, 160, seed=1)[..., 0]
+    # Quarter-pel vectors on a half-size plane (eighths of its pixels, on OpenCV's 1/32 grid), and on a plane
+    # of 107/320 the width (off that grid: the coordinates themselves are rounded).
+    luma_hw = (180, 320)
+    for plane in (reference, np.ascontiguousarray(reference[:60, :107])):
+        for vector in ((5, -3), (-7, 2), (13, 9), (2, 0)):
+            dx = vector[0] * plane.shape[1] / luma_hw[1] / 4
+            dy = vector[1] * plane.shape[0] / luma_hw[0] / 4
+            exact, tolerance = bilinear_within_rounding(plane, dx, dy)
+            for compensated in (
+                translated(plane, np.array(vector), luma_hw),
+                motion_compensated(plane, constant_field(vector, luma_hw), luma_hw),
+            ):
+                assert (np.abs(compensated - exact) <= tolerance).all(), (plane.shape, vector)
+
+
+def test_the_check_predicts_a_sub_pixel_pan_by_its_bilinear_samples():
+    # A 1.25 px pan coded everywhere: the camera's motion. The prediction mixes the warp of the camera's
+    # translation and the remap of the coded field, both the bilinear samples up to rounding.
+    reference = texture(64, 96, seed=4)[..., 1]
+    exact, tolerance = bilinear_within_rounding(reference, 1.25, 0)
+    luma = np.rint(exact).astype(np.uint8)
+    checked, camera, prediction = check_against_camera(
+        constant_field((5, 0), (64, 96)), "median", luma, reference, (64, 96)
+    )
+    assert (checked == (5, 0)).all() and np.array_equal(camera, (5, 0))
+    assert (np.abs(prediction - exact) <= tolerance).all()
 
 
 # --- precision ----------------------------------------------------------------------------------------

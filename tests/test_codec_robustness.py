@@ -90,7 +90,7 @@ def test_allow_truncated_on_the_command_line(tmp_path, capsys):
     assert main(["select", str(cut), "--out", str(tmp_path / "refused"), *flags]) == 1
     assert "cut.webm: its packets (12 video frames) cover 0.48 s" in capsys.readouterr().err
     assert main(["select", str(cut), "--out", str(tmp_path / "sel"), "--allow-truncated", *flags]) == 0
-    (written,) = (tmp_path / "sel").glob("*/meta.json")
+    (written,) = (tmp_path / "sel").rglob("meta.json")  # named by its absolute path inside sel/
     meta = json.loads(written.read_text())
     assert meta["video"]["num_frames"] == 12 and "declares 0.96 s" in meta["video"]["truncated"]
 
@@ -123,16 +123,15 @@ def test_an_extreme_aspect_ratio_is_refused_before_scoring(tmp_path, hw, monkeyp
     assert selection.grid == (4, 36, 36)
 
 
-def test_the_aspect_limit_is_where_opencv_stops():
+def test_the_aspect_limit_is_within_what_opencv_takes():
     assert max(plan_geometry((2000, 16), "short_side_crop", 224, 14).resized_hw) == 28000  # still scored
     with pytest.raises(ValueError, match="32766 pixels a side"):
         plan_geometry((16, 2400), "short_side_crop", 224, 14)
+    # The largest side we plan for works (OpenCV 4.8-5.1 refuse one pixel more; a release that lifts that
+    # limit breaks nothing of ours, so it is not asserted).
     plane = np.zeros((8, MAX_RESIZED_SIDE), np.uint8)
     zero = np.zeros(plane.shape, np.float32)
-    cv2.remap(plane, zero, zero, cv2.INTER_LINEAR)  # the largest side we plan for works
-    with pytest.raises(cv2.error):
-        wider = np.zeros((8, MAX_RESIZED_SIDE + 1), np.float32)
-        cv2.remap(np.zeros(wider.shape, np.uint8), wider, wider, cv2.INTER_LINEAR)
+    cv2.remap(plane, zero, zero, cv2.INTER_LINEAR)
 
 
 # --- a frame size that changes mid-stream ----------------------------------------------------------

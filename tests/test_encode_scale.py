@@ -2,6 +2,8 @@
 native-resolution and EXIF-rotated photos, and one reader for encode's folders and the probe's cache."""
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from onevision_encoder import features as features_module
 from onevision_encoder.cli.main import main
@@ -113,11 +116,11 @@ def test_an_interrupted_run_resumes_at_the_missing_parts(data, reference, parity
     out = tmp_path / "features"
     real, calls = features_module.encode_rows, []
 
-    def interrupted_at_the_third_part(job, rows, on_input=None):
+    def interrupted_at_the_third_part(job, rows, *callbacks):
         calls.append(list(rows))
         if len(calls) == 3:
             raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) midway through a part
-        return real(job, rows, on_input)
+        return real(job, rows, *callbacks)
 
     monkeypatch.setattr(features_module, "encode_rows", interrupted_at_the_third_part)
     assert encode(data, *model_args(parity_dir, "--clips-per-part", "2"), "--out", out) == 130
@@ -129,9 +132,9 @@ def test_an_interrupted_run_resumes_at_the_missing_parts(data, reference, parity
     leftover = out / ".part-00002.safetensors.k1lled.tmp.safetensors"
     leftover.write_bytes(b"half a part")  # what a SIGKILL during the write would leave
 
-    def counted(job, rows, on_input=None):
+    def counted(job, rows, *callbacks):
         calls.append(list(rows))
-        return real(job, rows, on_input)
+        return real(job, rows, *callbacks)
 
     calls.clear()
     monkeypatch.setattr(features_module, "encode_rows", counted)
@@ -203,6 +206,120 @@ def test_a_folder_of_another_job_is_refused_naming_the_difference(data, referenc
     (other / "keep.txt").write_text("mine")
     assert encode(data, *model_args(parity_dir), "--out", other) == 2
     assert "holds other files and no index.json" in capsys.readouterr().err
+
+
+def test_weights_of_the_same_size_and_time_saved_over_the_model_are_another_model(data, parity_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(parity_dir / "tiny" / name, model / name)
+    out = tmp_path / "features"
+    argv = [data / "a.png", data / "b.png", "--model", model, "--device", "cpu", "--out", out]
+    assert encode(*argv) == 0
+    first = FeatureStore.open(out)[:]
+    weights = model / "model.safetensors"
+    before = weights.stat()
+    with safe_open(weights, "pt") as handle:
+        metadata = handle.metadata()
+    retrained = {name: value * 1.5 for name, value in load_file(weights).items()}  # retrained: same shapes, dtypes
+    save_file(retrained, weights, metadata=metadata)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size and weights.stat().st_mtime_ns == before.st_mtime_ns
+    capsys.readouterr()
+    assert encode(*argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "model_sha256" in lines[0] and "add --overwrite" in lines[0], lines
+    assert torch.equal(FeatureStore.open(out)[:], first)  # nothing replaced
+    assert encode(*argv, "--overwrite") == 0
+    single = tmp_path / "retrained.safetensors"
+    assert encode(*argv[:-1], single) == 0
+    torch.testing.assert_close(FeatureStore.open(out).row("b.png")["features"], load_file(single)["b.png.features"])
+    assert not torch.allclose(FeatureStore.open(out)[:], first)
+
+
+def test_an_input_changed_since_it_was_encoded_stops_the_rerun_and_overwrite_encodes_its_part(
+    parity_dir, tmp_path, capsys
+):
+    inputs = tmp_path / "inputs"
+    for seed, name in enumerate(["a.png", "b.png", "c.png"]):
+        picture(inputs / name, seed)
+    out = tmp_path / "features"
+    argv = [inputs, *model_args(parity_dir, "--clips-per-part", "1"), "--out", out]
+    assert encode(*argv) == 0
+    (out / "notes.txt").write_text("mine")  # a file of the user's in the folder: never touched
+    written = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
+    os.utime(inputs / "a.png", ns=(1, 1))  # touched (or copied): another time, the same content
+    assert encode(*argv) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")} == written
+    picture(inputs / "b.png", 99)  # another picture under the same name
+    capsys.readouterr()
+    assert encode(*argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{inputs / 'b.png'} changed since it was encoded" in lines[0], lines
+    assert "add --overwrite" in lines[0]
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")} == written
+    assert encode(*argv, "--overwrite") == 0
+    now = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
+    assert [name for name in sorted(now) if now[name] != written[name]] == ["part-00001.safetensors"]
+    single = tmp_path / "b.safetensors"
+    assert encode(inputs / "b.png", *model_args(parity_dir), "--out", single) == 0
+    torch.testing.assert_close(FeatureStore.open(out).row("b.png")["features"], load_file(single)["b.png.features"])
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_parts_of_another_package_version_are_reused_and_reported(data, parity_dir, tmp_path, capsys, monkeypatch):
+    import onevision_encoder
+
+    out = tmp_path / "features"
+    argv = [data / "a.png", data / "b.png", *model_args(parity_dir, "--clips-per-part", "1"), "--out", out]
+    with monkeypatch.context() as earlier:
+        earlier.setattr(onevision_encoder, "__version__", "0.0.1")
+        assert encode(*argv) == 0
+    written = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
+    capsys.readouterr()
+    assert encode(*argv) == 0
+    printed = capsys.readouterr()
+    assert f"2 parts were written by onevision-encoder 0.0.1, this is {onevision_encoder.__version__}" in printed.err
+    assert "parts 0 written, 2 skipped" in printed.out
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")} == written
+
+
+def test_a_failure_is_recorded_as_it_happens(data, parity_dir, tmp_path, monkeypatch):
+    out = tmp_path / "features"
+    real_sample, seen = features_module.EncodeJob.sample, []
+
+    def killed_after_the_failure(job, path, name, processor):
+        if name == "c.png":  # the input after bad.mp4, in the same part: nothing of that part is written yet
+            seen.append((out / "failures.jsonl").read_text() if (out / "failures.jsonl").exists() else "")
+            raise KeyboardInterrupt
+        return real_sample(job, path, name, processor)
+
+    monkeypatch.setattr(features_module.EncodeJob, "sample", killed_after_the_failure)
+    assert encode(data, *model_args(parity_dir, "--clips-per-part", "2"), "--out", out) == 130
+    for text in (seen[0], (out / "failures.jsonl").read_text()):  # as it happened, and after the interruption
+        assert [(json.loads(line)["name"], json.loads(line)["error"]) for line in text.splitlines()] == [
+            ("bad.mp4", "NotAVideoError")
+        ]
+
+
+def test_a_hub_id_is_identified_by_the_content_of_its_cached_files(parity_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from onevision_encoder.feature_store import model_identity
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny"
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(parity_dir / "tiny" / name, repo / "snapshots" / revision / name)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    local = model_identity(str(parity_dir / "tiny"))
+    assert model_identity("someone/tiny") == local  # the same files, reached through the cache
+    weights = repo / "snapshots" / revision / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    assert model_identity("someone/tiny") != local
 
 
 def test_a_list_file_names_its_inputs(parity_dir, tmp_path, capsys):

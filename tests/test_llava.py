@@ -34,7 +34,9 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def make_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> OneVisionLlavaForConditionalGeneration:
+def make_model(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, patch_size: int = PATCH, max_position_embeddings: int = 128
+) -> OneVisionLlavaForConditionalGeneration:
     torch.manual_seed(seed)
     config = OneVisionLlavaConfig(
         # Weights large enough that the random encoder's attention is far from uniform, so positions matter.
@@ -43,10 +45,11 @@ def make_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> OneVisionLl
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=2,
-            patch_size=PATCH,
+            patch_size=patch_size,
             initializer_range=0.2,
         ),
-        text_config=tiny_text_config(tokenizer).to_dict(),  # a dict with model_type, as config.json holds it
+        # A dict with model_type, as config.json holds it.
+        text_config=tiny_text_config(tokenizer, max_position_embeddings).to_dict(),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
     )

@@ -105,6 +105,39 @@ def test_video_file_selected_on_the_fly_equals_its_packed_folder(tokenizer, vide
     assert torch.equal(from_selection["pixel_values_videos"][0], from_file["pixel_values_videos"][0])
 
 
+def test_a_default_processor_selects_video_files_in_the_encoders_patches(tokenizer, video):
+    """A default image processor (14-pixel patches, the released encoders') and no video_selection: a video file
+    is selected on the lmm preset's 36 x 36 patch grid in 14-pixel patches (504 pixels, the same K and positions
+    as the release's 576-pixel, 16-pixel mosaics) and runs through a model of that patch size."""
+    processor = OneVisionLlavaProcessor(tokenizer=tokenizer, image_processor=OneVisionEncoderImageProcessor())
+    inputs = processor(text="describe the clip <video>", videos=str(video))
+    mosaics, positions = inputs["pixel_values_videos"][0], inputs["video_positions_thw"][0]
+    assert mosaics.shape == (8, 3, 504, 504)
+    assert positions.shape == (8 * 36 * 36, 3)
+    # The positions on the encoder's grid: the 64 sampled frames of 36 x 36 patches, the first frame whole.
+    assert positions[:, 0].max() < 64 and positions[:, 1:].max() == 35 and positions[:, 1:].min() == 0
+    assert torch.equal(positions[: 36 * 36, 0], torch.zeros(36 * 36, dtype=positions.dtype))
+    rule = select_patches(video, preset="lmm", patch_size=14, size=504, keep_frames=True)
+    assert torch.equal(positions, torch.from_numpy(rule.positions_thw.astype(np.int64)))
+    # On the same grid the selection is nearly the release's (576 pixels, 16-pixel patches): only the pixels
+    # each patch's score sums over are resampled.
+    release = select_patches(video, preset="lmm", keep_frames=True)
+    chosen, released = set(rule.visible_indices.tolist()), set(release.visible_indices.tolist())
+    assert len(chosen & released) / len(chosen | released) > 0.95
+    video_tokens = 8 * (504 // 14 // 2) ** 2  # 2592, as for the release's 576 / 16 mosaics
+    assert int((inputs["input_ids"] == processor.video_token_id).sum()) == video_tokens
+    model = make_model(tokenizer, patch_size=14, max_position_embeddings=4096)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(logits).all()
+
+    # A selection made in other patches (the lmm preset's own 16) is refused, naming what to select with.
+    with pytest.raises(ValueError, match=r"in 14-pixel patches .*select with --patch-size 14 --size 504"):
+        processor(text="<video>", videos=release)
+    with pytest.raises(ValueError, match="video_selection patch_size 16 differs from the image processor's 14"):
+        OneVisionLlavaProcessor(OneVisionEncoderImageProcessor(), tokenizer, video_selection={"patch_size": 16})
+
+
 def test_placeholder_and_media_counts_must_match(tokenizer, packed, tmp_path):
     processor = make_processor(tokenizer)
     with pytest.raises(ValueError, match=r"holds 2 <image> placeholder\(s\) but 1 image\(s\) were given"):
@@ -113,9 +146,7 @@ def test_placeholder_and_media_counts_must_match(tokenizer, packed, tmp_path):
         processor(text="describe the clip <video>")
     with pytest.raises(ValueError, match="is not a `onevision preprocess --pack` folder"):
         processor(text="<video>", videos=tmp_path)
-    other_patch = OneVisionLlavaProcessor(
-        OneVisionEncoderImageProcessor(mode="native", patch_size=8), tokenizer, video_selection=SELECTION
-    )
+    other_patch = OneVisionLlavaProcessor(OneVisionEncoderImageProcessor(mode="native", patch_size=8), tokenizer)
     with pytest.raises(ValueError, match=r"in 8-pixel patches make 128 patches.*--patch-size 8"):
         other_patch(text="<video>", videos=packed)
 

@@ -1,6 +1,10 @@
 """`onevision lmm-train`: the LMM probe trained with transformers' Trainer on what `preprocess --pack` writes."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,12 @@ from transformers import (
 from onevision_encoder import OneVisionEncoderConfig, OneVisionEncoderModel
 from onevision_encoder.cli.main import main
 from onevision_encoder.training.lmm import build_model_and_processor, load_lmm_config
-from onevision_encoder.training.lmm_data import ConversationCollator, ConversationDataset, ConversationSource
+from onevision_encoder.training.lmm_data import (
+    ConversationCollator,
+    ConversationDataset,
+    ConversationSource,
+    SkippedItems,
+)
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 WORDS = ["user", "assistant", ":", "describe", "the", "picture", "clip", "what", "is", "a", "red", "cat", "blue", "dog"]
@@ -228,14 +237,46 @@ def test_an_unreadable_image_names_the_item_and_the_file(workspace):
         dataset[0]
 
 
-def test_a_sample_over_max_length_names_the_item(workspace):
-    config = load_lmm_config(write_config(workspace / "short-length.yaml", data={"max_length": 20}))
-    _, processor = build_model_and_processor(config)
-    dataset = ConversationDataset(
-        [ConversationSource(workspace / "packed" / "conversations.packed.json")], processor, 20
-    )
-    with pytest.raises(ValueError, match=r"conversations.packed.json: item 1: \d+ tokens, more than max_length 20"):
-        dataset[0]
+def test_an_item_over_max_length_is_skipped_and_recorded_as_it_is_met(workspace, tmp_path):
+    _, processor = build_model_and_processor(load_lmm_config(workspace / "lmm.yaml"))
+    packed = workspace / "packed" / "conversations.packed.json"
+    sources = [ConversationSource(packed), ConversationSource(workspace / "images" / "items.jsonl")]
+    video, image, text = (len(ConversationDataset(sources, processor)[n]["input_ids"]) for n in range(3))
+    assert video > max(image, text)
+    record = tmp_path / "skipped.jsonl"
+    dataset = ConversationDataset(sources, processor, max_length=video - 1, skipped=SkippedItems(record))
+
+    # The video item is too long: the next item (the image) takes its place, and the record is on disk at once.
+    assert torch.equal(dataset[0]["input_ids"], dataset[1]["input_ids"])
+    expected = {"item": f"{packed}: item 1", "reason": f"{video} tokens, more than max_length {video - 1}"}
+    assert [json.loads(line) for line in record.read_text().splitlines()] == [expected]
+    # Met again, here or by a fresh copy (another epoch's worker, another rank): recorded once.
+    dataset[0]
+    ConversationDataset(sources, processor, max_length=video - 1, skipped=SkippedItems(record))[0]
+    assert record.read_text().count("\n") == 1
+
+    nothing_fits = ConversationDataset(sources, processor, max_length=2, skipped=SkippedItems(tmp_path / "all.jsonl"))
+    with pytest.raises(ValueError, match=r"all 3 items are longer than max_length 2 tokens: raise data\.max_length"):
+        nothing_fits[1]
+    assert len(SkippedItems(tmp_path / "all.jsonl").items()) == 3
+
+
+def test_lmm_train_skips_an_item_over_max_length_and_reports_it(workspace, tmp_path, capsys, caplog):
+    config = write_config(workspace / "long.yaml", data={"max_length": 60}, trainer={"max_steps": 2})
+    code, output = lmm_train(capsys, "--config", config, "--out", tmp_path / "run")
+    assert code == 0, output
+    packed = workspace / "packed" / "conversations.packed.json"
+    records = [json.loads(line) for line in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert [record["item"] for record in records] == [f"{packed}: item 1"]
+    assert "more than max_length 60" in records[0]["reason"]
+    assert f"1 item(s) skipped, over data.max_length: {tmp_path / 'run' / 'skipped.jsonl'}" in output
+    assert f"skipped {packed}: item 1: " in caplog.text
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    # The record is the run's: --overwrite deletes it with the run, and a run that skips nothing writes none.
+    unlimited = write_config(workspace / "unlimited.yaml", trainer={"max_steps": 1})
+    code, output = lmm_train(capsys, "--config", unlimited, "--out", tmp_path / "run", "--overwrite")
+    assert code == 0, output
+    assert not (tmp_path / "run" / "skipped.jsonl").exists() and "skipped" not in output
 
 
 def test_the_shipped_stage2_config_reads(tmp_path):
@@ -246,7 +287,7 @@ def test_the_shipped_stage2_config_reads(tmp_path):
         "lmms-lab-encoder/onevision-encoder-large",
         "Qwen/Qwen2.5-1.5B-Instruct",
     )
-    assert config.model.video_selection == {"patch_size": 14, "size": 504}
+    assert config.model.video_selection == {}  # the processor selects in the encoder's patches
     assert config.train.rates() == {"vision_tower": 2e-6}
     assert TrainingArguments(output_dir=str(tmp_path), **{**config.trainer, "bf16": False}).learning_rate == 1e-5
 
@@ -321,3 +362,31 @@ def test_parameter_names_under_wrappers_find_their_part():
     assert part_of("module.language_model.model.layers.0.self_attn.q_proj.weight") == "language_model"
     assert part_of("multi_modal_projector.linear_1.weight") == "projector"
     assert part_of("lm_head.weight") is None
+
+
+def test_the_lmm_train_example_runs_as_documented(tmp_path):
+    """The README's three commands of examples/lmm-train/, as printed there, with its folder in a temporary one:
+    they train the tiny model on the generated data, which then answers with what it learnt, and they write
+    nothing into the repository."""
+    root = Path(__file__).resolve().parents[1]
+    section = (root / "README.md").read_text().split("### A first LMM training run", 1)[1].split("\n### ", 1)[0]
+    [block] = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    commands = [line.replace("runs/lmm-example", str(tmp_path / "example")) for line in block.splitlines()]
+    assert len(commands) == 3 and commands[0].startswith("python examples/lmm-train/prepare.py")
+    before = sorted(path for path in (root / "examples").rglob("*"))
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    outputs = []
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], cwd=root, env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+        outputs.append(done.stdout)
+    assert sorted(path for path in (root / "examples").rglob("*")) == before
+
+    run = tmp_path / "example" / "run"
+    history = losses(run)
+    assert sorted(history) == list(range(5, 41, 5))
+    assert history[40] < 0.25 * history[5]
+    assert outputs[2].strip() == "the camera pans while a red square moves"
+    # Run again into the same folder: refused, the earlier data untouched.
+    again = subprocess.run(["bash", "-c", commands[0]], cwd=root, env=environment, capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stdout + again.stderr

@@ -63,25 +63,32 @@ def videos(folder, *names):
 
 @pytest.fixture
 def fake(monkeypatch):
-    """``select_patches`` and ``write_pack`` without decoding. ``fail`` maps a file name to the exception
-    its selection raises; ``write_error`` (with ``writes_before_error``) makes writing a folder fail."""
+    """``select_patches`` and ``write_pack`` without decoding (a selection of 4 patches written by the real
+    ``write_files``). ``fail`` maps a file name to the exception its selection raises; ``write_error`` (with
+    ``writes_before_error``) makes writing a folder fail; ``on_select`` is called with each file name first."""
+    import numpy as np
+
     from onevision_encoder import codec
     from onevision_encoder.cli import preprocess_cmd
+    from onevision_encoder.codec.codec_selection import CodecSelection
 
-    state = SimpleNamespace(selected=[], fail={}, writes=0, writes_before_error=0, write_error=None)
+    state = SimpleNamespace(selected=[], fail={}, writes=0, writes_before_error=0, write_error=None, on_select=None)
 
-    class Selection:
-        def write_files(self, folder):
+    class Selection(CodecSelection):
+        def write_files(self, folder, *args, **kwargs):
             if state.write_error is not None and state.writes >= state.writes_before_error:
                 raise state.write_error
             state.writes += 1
-            (Path(folder) / "meta.json").write_text("{}")
+            super().write_files(folder, *args, **kwargs)
 
     def select_patches(video, **options):
         state.selected.append(Path(video).name)
+        if state.on_select is not None:
+            state.on_select(Path(video).name)
         if Path(video).name in state.fail:
             raise state.fail[Path(video).name]
-        return Selection()
+        indices = np.arange(4)
+        return Selection(indices, indices, np.arange(2), (2, 2, 2), None, "none", {"preset": options["preset"]})
 
     def write_pack(selection, folder, image_format):
         for index in range(8):
@@ -165,8 +172,121 @@ def test_an_input_listed_twice_is_a_usage_error(tmp_path, capsys, fake):
     listing = tmp_path / "list.txt"
     listing.write_text(f"videos/a.mp4\n{folder / 'a.mp4'}\n")
     result = preprocess(capsys, listing, "--out", tmp_path / "out")
-    assert result.returncode == 2 and "listed twice" in result.stderr
+    assert result.returncode == 2 and "an input is given more than once" in result.stderr
     assert fake.selected == [] and not (tmp_path / "out").exists()
+
+
+# A rerun checks what it resumes; it replaces only what it wrote ----------------------------------
+
+
+def made_by(folder):
+    return json.loads((folder / "meta.json").read_text())["made_by"]
+
+
+FAST = ["--frames", "8", "-k", "512"]
+
+
+def test_a_rerun_with_other_options_stops_before_any_work_and_overwrite_replaces(tmp_path, capsys, fake):
+    folder = videos(tmp_path / "videos", "a.mp4", "b.mp4")
+    out = tmp_path / "out"
+    assert preprocess(capsys, folder, "--out", out, *FAST).returncode == 0
+    before = {name: (out / name / "meta.json").read_bytes() for name in finished(out)}
+    fake.selected.clear()
+    other = preprocess(capsys, folder, "--out", out, "--frames", "8", "-k", "1024")
+    assert other.returncode == 2 and other.stderr.splitlines() == [
+        f"onevision preprocess: error: {out / 'a.mp4'} was made otherwise (num_patches 512 there, 1024 now), and "
+        "so was 1 other finished folder; add --overwrite to replace them"
+    ]
+    lmm = preprocess(capsys, folder, "--out", out, "--preset", "lmm")
+    assert lmm.returncode == 2 and 'preset "encoder" there, "lmm" now' in lmm.stderr
+    assert fake.selected == [] and before == {name: (out / name / "meta.json").read_bytes() for name in before}
+
+    replaced = preprocess(capsys, folder, "--out", out, "--frames", "8", "-k", "1024", "--overwrite")
+    assert replaced.returncode == 0 and "done 2, skipped 0, failed 0" in replaced.stdout
+    assert [made_by(out / name)["options"]["num_patches"] for name in finished(out)] == [1024, 1024]
+    again = preprocess(capsys, folder, "--out", out, "--frames", "8", "-k", "1024")
+    assert again.returncode == 0 and "done 0, skipped 2, failed 0" in again.stdout
+
+
+def test_a_changed_input_or_an_earlier_versions_folder_stops_the_rerun(tmp_path, capsys, fake):
+    folder = videos(tmp_path / "videos", "a.mp4", "b.mp4")
+    out = tmp_path / "out"
+    assert preprocess(capsys, folder, "--out", out, *FAST).returncode == 0
+    fake.selected.clear()
+    (folder / "b.mp4").write_bytes(b"another video")
+    changed = preprocess(capsys, folder, "--out", out, *FAST)
+    assert changed.returncode == 2 and fake.selected == []
+    assert f"{out / 'b.mp4'} was made otherwise (input changed: {folder / 'b.mp4'}); add --overwrite" in changed.stderr
+    (folder / "b.mp4").write_bytes(b"")  # the same content again, at another time (as a copy): the same input
+    assert "done 0, skipped 2, failed 0" in preprocess(capsys, folder, "--out", out, *FAST).stdout
+
+    meta = out / "a.mp4" / "meta.json"
+    earlier = json.loads(meta.read_text())
+    earlier["made_by"]["version"] = "0.0.1"  # another package version alone: noted, reused
+    meta.write_text(json.dumps(earlier))
+    noted = preprocess(capsys, folder, "--out", out, *FAST)
+    assert noted.returncode == 0 and "done 0, skipped 2, failed 0" in noted.stdout
+    assert "note: 1 finished folder was made by onevision-encoder 0.0.1 (this is " in noted.stderr
+
+    del earlier["made_by"]  # as the previous version of the tool wrote it: no record
+    meta.write_text(json.dumps(earlier))
+    refused = preprocess(capsys, folder, "--out", out, *FAST)
+    assert refused.returncode == 2 and fake.selected == []
+    assert "written by an earlier version of onevision, with no record of its input and options" in refused.stderr
+    replaced = preprocess(capsys, folder, "--out", out, *FAST, "--overwrite")
+    assert replaced.returncode == 0 and "done 1, skipped 1, failed 0" in replaced.stdout
+    assert made_by(out / "a.mp4")["input"]["path"] == str(folder / "a.mp4")
+
+
+def test_overwrite_never_replaces_a_folder_holding_a_users_file(tmp_path, capsys, fake):
+    folder = videos(tmp_path / "videos", "a.mp4", "b.mp4")
+    out = tmp_path / "out"
+    assert preprocess(capsys, folder, "--out", out, *FAST).returncode == 0
+    (out / "a.mp4" / "notes.txt").write_text("mine")
+    reused = preprocess(capsys, folder, "--out", out, *FAST)  # a finished folder is reused as it is
+    assert reused.returncode == 0 and "done 0, skipped 2, failed 0" in reused.stdout
+    fake.selected.clear()
+    refused = preprocess(capsys, folder, "--out", out, "--frames", "8", "-k", "1024", "--overwrite")
+    assert refused.returncode == 2 and fake.selected == []
+    assert f"{out / 'a.mp4'} holds files this tool did not write: notes.txt; move them" in refused.stderr
+    assert (out / "a.mp4" / "notes.txt").read_text() == "mine"
+    assert made_by(out / "a.mp4")["options"]["num_patches"] == 512
+
+    theirs = tmp_path / "theirs" / "b.mp4"  # a folder of the user's where an output would go
+    theirs.mkdir(parents=True)
+    (theirs / "plan.txt").write_text("mine")
+    for overwrite in ([], ["--overwrite"]):
+        result = preprocess(capsys, folder, "--out", tmp_path / "theirs", *FAST, *overwrite)
+        assert result.returncode == 2 and "holds files this tool did not write: plan.txt" in result.stderr
+    assert fake.selected == [] and [path.name for path in theirs.iterdir()] == ["plan.txt"]
+
+
+def test_a_frame_range_is_part_of_the_output_name(tmp_path, capsys, fake):
+    folder = videos(tmp_path / "videos", "a.mp4")
+    conversations = tmp_path / "llava.json"
+    conversations.write_text(json.dumps([{"id": "a", "video": "a.mp4", "conversations": turns()}]))
+    out = tmp_path / "out"
+    for frames in ("0:8", "8:16"):
+        argv = ["--preset", "lmm", "--frames", "8", "--pack", "--conversations", conversations, "--frame-range", frames]
+        assert preprocess(capsys, folder, "--out", out, *argv).returncode == 0
+    assert finished(out) == ["a.mp4@0-8", "a.mp4@8-16"]
+    (packed,) = json.loads((out / "conversations.packed.json").read_text())
+    assert packed["image"] == [f"a.mp4@8-16/mosaic_{m}.jpg" for m in range(8)]
+
+
+def test_failures_are_recorded_as_they_happen(tmp_path, capsys, fake):
+    folder = videos(tmp_path / "videos", "v0.mp4", "v1.mp4", "v2.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "failures.jsonl").write_text('{"path": "a previous run\'s"}\n')  # retried by this run
+    fake.fail["v0.mp4"] = LibraryError("cannot decode")
+    recorded_by_then = {}
+    fake.on_select = lambda name: recorded_by_then.setdefault(name, failures(out))
+    result = preprocess(capsys, folder, "--out", out)
+    assert result.returncode == 1 and "done 2, skipped 0, failed 1" in result.stdout
+    first = {"path": str(folder / "v0.mp4"), "error": "test_preprocess_batch.LibraryError", "message": "cannot decode"}
+    assert recorded_by_then == {"v0.mp4": [], "v1.mp4": [first], "v2.mp4": [first]}  # not only at the end
+    assert failures(out) == [first] and summary(out)["failed"] == 1
 
 
 # Failures stay one input's ---------------------------------------------------------------------
@@ -302,8 +422,9 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, caps
     folder = videos(tmp_path / "videos", "a.mp4")
     in_place = tmp_path / "file"
     in_place.write_text("a file where the folder should be")
-    result = preprocess(capsys, folder, "--out", in_place)
-    assert result.returncode == 1 and f"error: cannot write to {in_place}: a file is in its place" in result.stderr
+    with pytest.raises(SystemExit) as stopped:  # a usage error of the command line: argparse exits 2
+        preprocess(capsys, folder, "--out", in_place)
+    assert stopped.value.code == 2 and f"argument --out: {in_place} is a file, not a folder" in capsys.readouterr().err
 
     read_only = tmp_path / "read-only"
     make_temporary = files.tempfile.mkstemp

@@ -113,9 +113,15 @@ def test_the_cache_is_reused_and_invalidated(dataset, tmp_path):
     assert not cached  # other clips
     _, cached = cached_features(FeatureSpec(str(dataset / "model"), "chunk", frames=8, view=1), clips, tmp_path)
     assert not cached  # another view
-    retrained = tmp_path / "retrained"
-    OneVisionEncoderModel.from_pretrained(dataset / "model").save_pretrained(retrained)
-    _, cached = cached_features(FeatureSpec(str(retrained), "chunk", frames=8), clips, tmp_path)
+    copy = tmp_path / "copy"
+    OneVisionEncoderModel.from_pretrained(dataset / "model").save_pretrained(copy)
+    _, cached = cached_features(FeatureSpec(str(copy), "chunk", frames=8), clips, tmp_path)
+    assert cached  # the same weights elsewhere (another path, other times): the same model
+    retrained = OneVisionEncoderModel.from_pretrained(dataset / "model")
+    with torch.no_grad():
+        next(retrained.parameters()).add_(0.01)
+    retrained.save_pretrained(copy)
+    _, cached = cached_features(FeatureSpec(str(copy), "chunk", frames=8), clips, tmp_path)
     assert not cached  # other weights
 
 

@@ -94,6 +94,15 @@ def test_ray_makes_the_local_engines_outputs_records_and_shards(corpus, cluster,
     for engine in ("ray", "local"):  # a rerun skips what either engine finished, and retries the failures
         rerun = preprocess(capsys, "videos", "--out", "ray", "--engine", engine)
         assert rerun.returncode == 1 and "done 0, skipped 6, failed 2" in rerun.stdout
+    other = preprocess(capsys, "videos", "--out", "ray", "--engine", "ray", "-k", "1024")  # checked before any task
+    assert other.returncode == 2 and other.stderr.splitlines() == [
+        f"onevision preprocess: error: {Path('ray/clip0.mp4')} was made otherwise (num_patches 2048 there, 1024 now), "
+        "and so were 5 other finished folders; add --overwrite to replace them"
+    ]
+    replaced = preprocess(capsys, "videos", "--out", "ray", "--engine", "ray", "-k", "1024", "--overwrite")
+    assert replaced.returncode == 1 and "done 6, skipped 0, failed 2" in replaced.stdout
+    records = [json.loads(meta.read_text())["made_by"] for meta in (corpus.root / "ray").rglob("meta.json")]
+    assert len(records) == 6 and {record["options"]["num_patches"] for record in records} == {1024}
 
     preprocess(capsys, "videos", "--out", "shards", "--engine", "ray", "--shard", "0/2")
     preprocess(capsys, "videos", "--out", "shards", "--shard", "1/2")

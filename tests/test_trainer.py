@@ -212,8 +212,11 @@ def test_bf16_accumulation_and_activation_checkpointing(data, tmp_path):
 
 def fake_previous_run(out):
     """What an earlier run leaves in its folder (written by hand: no training needed to test the refusal)."""
+    from onevision_encoder.training.checkpoint import RunFiles
+
     (out / "checkpoints" / "step-00000002").mkdir(parents=True)
     (out / "metrics.jsonl").write_text('{"step": 2}\n')
+    RunFiles(out).record_log(out / "metrics.jsonl")
     return out
 
 
@@ -244,7 +247,7 @@ def test_train_over_a_previous_run_is_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "home" / "final").mkdir(parents=True)
     (tmp_path / "home" / "final" / "thesis.pdf").write_text("mine")
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "home"), "--overwrite"]) == 2
-    assert "holds final but not as a training run writes them: not deleting" in capsys.readouterr().err
+    assert "home holds final/thesis.pdf, which training did not write: not deleting" in capsys.readouterr().err
     assert (tmp_path / "home" / "final" / "thesis.pdf").is_file() and not (tmp_path / "generated").exists()
     # the torchrun entry refuses the same way (exit 2, one line, no traceback)
     entry = subprocess.run(
@@ -266,6 +269,32 @@ def test_overwrite_deletes_the_previous_run_and_nothing_else(data, tmp_path):
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001"]
     assert (out / "notes.txt").read_text() == "mine" and (out / "final" / "model.safetensors").is_file()
+
+
+def test_overwrite_and_resume_never_delete_a_file_the_run_did_not_write(data, tmp_path, capsys):
+    from onevision_encoder.cli.main import main
+
+    out = tmp_path / "run"
+    config = images_only_config(tmp_path, data)
+    argv = ["train", "--config", str(config), "--out", str(out), "--max-steps", "2"]
+    assert main([*argv, "--stop-after", "1"]) == 0
+    assert main([*argv, "--resume"]) == 0  # checkpoints/step-1 and step-2, final/
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    for users in ("final/extra/notes.txt", "checkpoints/step-00000002/mine.txt"):
+        (out / users).parent.mkdir(parents=True, exist_ok=True)
+        (out / users).write_text("mine")
+        capsys.readouterr()
+        assert main([*argv, "--overwrite"]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and f"{out} holds {users}, which training did not write: not deleting" in error[0]
+        if users.startswith("final/"):  # final/ is replaced when a resumed run exports: refused the same way
+            assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "3", "--resume"]) == 2
+            assert f"{out} holds {users}, which training did not write" in capsys.readouterr().err
+        assert (out / users).read_text() == "mine"
+        assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted([*written, users])
+        (out / users).unlink()
+    assert main([*argv, "--overwrite"]) == 0  # only what the run wrote: deleted and written again
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [2]
 
 
 def _claim_worker(rank, world, port, run, empty, results):

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import shlex
+import shutil
+import sysconfig
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .options import add_command, refuse_outputs_over_inputs
+from .options import UsageError, add_command, output_folder, refuse_outputs_over_inputs
 
 if TYPE_CHECKING:
     from ..model import OneVisionEncoderModel
 
 TINY_LABEL = "tiny random-weight model (features are meaningless; pass --model for a real checkpoint)"
+TINY_MODEL_FOLDER = "tiny-model"  # inside --out: the demo's model, for the next commands it prints
+TINY_README = """# A tiny random-weight OneVision Encoder
+
+Written by `onevision demo`. Its weights are random (seeded), not trained, so the features it gives
+are meaningless: it is here so that every command runs end to end on any machine in seconds. For real
+features give a trained checkpoint instead, e.g. `--model lmms-lab-encoder/onevision-encoder-large`.
+
+    onevision encode VIDEO_OR_IMAGE --model {folder} --out features.safetensors
+    OneVisionEncoderModel.from_pretrained("{folder}")
+
+`config.json` says `"random_weights": true`. Running the demo again replaces this folder.
+"""
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,7 +49,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--model", help="checkpoint folder or hub id (default: tiny random-weight model)")
     parser.add_argument("--video", type=Path, help="video to use instead of the bundled one")
-    parser.add_argument("--out", type=Path, default=Path("onevision-demo"), help="output folder (./onevision-demo)")
+    parser.add_argument("--out", type=output_folder, default="onevision-demo", help="output folder (./onevision-demo)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
@@ -74,16 +90,22 @@ def run(args: argparse.Namespace) -> int:
 
     pictures_out = args.out / "selection.png"
     folder, features_file = args.out / "selection", args.out / "features.safetensors"
+    model_folder = None if args.model else args.out / TINY_MODEL_FOLDER
     if args.video:  # every output is refused where it would replace the video (or a folder holding it)
         outputs = [folder, features_file, *visualization_paths(pictures_out, "gif").values()]
+        outputs += [model_folder] if model_folder else []
         refuse_outputs_over_inputs(((args.video, output) for output in outputs), folders=True)
+    if model_folder and model_folder.exists() and not is_demo_model(model_folder):
+        raise UsageError(f"{model_folder} exists and is not the demo's model: not replacing it (choose another --out)")
     args.out.mkdir(parents=True, exist_ok=True)
     video, description = (args.video, str(args.video)) if args.video else bundled_video(args.out)
     dtype = getattr(torch, args.dtype)
     if args.model:
         model, label = OneVisionEncoderModel.from_pretrained(args.model, dtype=dtype), args.model
     else:
-        model, label = tiny_random_model().to(dtype), TINY_LABEL
+        model, label = tiny_random_model(), TINY_LABEL
+        save_tiny_model(model, model_folder)  # in float32, whatever --dtype the demo runs in
+        model = model.to(dtype)
     model = model.to(args.device).eval()
     patch_size = model.config.patch_size
     print(f"video: {description}\n  {video}")
@@ -122,4 +144,42 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in pictures.items():
         print(f"  {kind:<16} {path}")
     print(f"  features         {features_file}")
+    if model_folder:
+        print(f"  tiny model       {model_folder}/ (random weights)")
+    print_next_commands(video, args.model or str(model_folder), args.out)
     return 0
+
+
+def is_demo_model(folder: Path) -> bool:
+    """Whether ``folder`` holds the tiny model an earlier demo saved (its config says so)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("random_weights") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save_tiny_model(model: OneVisionEncoderModel, folder: Path) -> None:
+    """The random-weight ``model`` and its image processor into ``folder`` in one rename, labelled random in
+    its config (``random_weights``) and README, so that ``--model FOLDER`` works in every command."""
+    from ..files import atomic_directory
+    from ..model import OneVisionEncoderImageProcessor
+
+    model.config.random_weights = True
+    with atomic_directory(folder) as temporary:
+        model.save_pretrained(temporary)
+        OneVisionEncoderImageProcessor(patch_size=model.config.patch_size).save_pretrained(temporary)
+        (temporary / "README.md").write_text(TINY_README.format(folder=folder))
+
+
+def print_next_commands(video: Path, model: str, out: Path) -> None:
+    """The commands to try next, runnable as printed from the current folder: the pictures of another preset,
+    and features from the demo's model (or the one given)."""
+    clip, model = shlex.quote(str(video)), shlex.quote(model)
+    print("next, with your own video in place of this clip:")
+    print(f"  onevision viz {clip} --preset lmm --out {shlex.quote(str(out / 'lmm-selection.png'))}")
+    print(f"  onevision encode {clip} --model {model} --out {shlex.quote(str(out / 'my-features.safetensors'))}")
+    scripts = Path(sysconfig.get_path("scripts"))
+    if shutil.which("onevision") is None:  # e.g. `make demo`, which runs .venv/bin/onevision
+        activate = scripts / "activate"
+        how = f"`source {activate}` puts it there" if activate.is_file() else f"or type {scripts / 'onevision'}"
+        print(f"  (onevision is not on your PATH: {how})")

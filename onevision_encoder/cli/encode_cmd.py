@@ -10,6 +10,7 @@ its shard (``--shard i/n`` or torchrun's ``RANK``/``WORLD_SIZE``) one after the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import io
@@ -18,11 +19,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..media import MEDIA_PATTERNS, list_inputs, output_name
+from ..progress import report_progress
 from .engine_options import add_engine_options, engine_from_args
 from .options import (
     UsageError,
@@ -30,7 +33,9 @@ from .options import (
     add_frame_range,
     at_least,
     names_of_inputs,
+    not_a_folder,
     refuse_outputs_over_inputs,
+    refuse_replacing_others,
     report_failure,
 )
 
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
 
 OUTPUT_SUFFIXES = (".safetensors", ".npz")
 LIST_SUFFIXES = (".txt", ".lst", ".list")  # a file given with one of these names its inputs, one per line
+# What marks a features file as ours: the key of its safetensors metadata, the start of its .npz's zip comment.
+FILE_MARK = "onevision"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -58,7 +65,10 @@ def add_parser(subparsers: Any) -> None:
         "a rerun resumes at the missing parts, --shard i/n (or torchrun's RANK/WORLD_SIZE) splits the parts "
         "between processes, and inputs that fail are recorded in failures*.jsonl while the run goes on. NAME is "
         "the path inside the folder or list, or the file name of a file given directly (its path from the "
-        "inputs' common folder when file names repeat), as given, links not followed. Modes: image (448 crop, "
+        "inputs' common folder when file names repeat), as given, links not followed. A rerun reuses a part only "
+        "when its model (by content), options and inputs (by content) are the same; otherwise it stops, naming "
+        "what differs, unless --overwrite. An existing --out file is replaced only if encode wrote it. Modes: "
+        "image (448 crop, "
         "or --native resolution; EXIF orientation applied), chunk (--frames uniformly sampled frames on the "
         "64-frame grid), codec (-k codec-selected patches of 64 frames); auto picks image for picture files and "
         "codec for videos.",
@@ -96,6 +106,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--shard", help="i/n: encode every n-th part starting at i (default: RANK/WORLD_SIZE)")
     add_engine_options(parser, unit="inputs")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="in a feature folder, encode again the parts made by another model, options, inputs or package "
+        "version (a rerun without it stops before any work, naming what differs); other files stay",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output .safetensors or .npz file, or folder")
 
 
@@ -142,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.out}: the output must be a {' or '.join(OUTPUT_SUFFIXES)} file, or a folder (a name without "
             "a suffix, or an existing folder)"
         )
+    if not single and not_a_folder(args.out):
+        raise UsageError(f"argument --out: {not_a_folder(args.out)}")
     if args.native and args.mode not in ("auto", "image"):
         raise UsageError(f"--native is for images: --mode {args.mode} encodes videos")
     if args.dtype == "bfloat16" and args.out.suffix == ".npz":
@@ -154,10 +172,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--engine ray and --workers hand out the parts of a feature folder: give --out a folder")
     names, ignored = named_inputs(args.inputs)
     refuse_outputs_over_inputs(((path, args.out) for path in [*args.inputs, *names]), folders=not single)
+    if single:
+        refuse_replacing_others([args.out], written_by_encode, "encode")
 
     from ..features import EncodeJob
 
-    job = EncodeJob(
+    job = EncodeJob(  # reads the model's files for its content hash
         out=str(args.out),
         model=args.model,
         inputs=tuple(names.items()),
@@ -177,13 +197,21 @@ def run(args: argparse.Namespace) -> int:
         return encode_file(job, args.out)
     if engine.name == "ray" and str(job.device).startswith("cuda"):
         engine = dataclasses.replace(engine, gpus=1.0)  # each part's task holds a GPU of the cluster
-    return encode_folder(job, args.out, shard, ignored, engine)
+    return encode_folder(job, args.out, shard, ignored, engine, args.overwrite)
 
 
-def _progress(total: int, description: str) -> Any:
-    from tqdm import tqdm
+def written_by_encode(path: Path) -> bool:
+    """Whether ``path`` is a features file this command wrote (:data:`FILE_MARK` in it)."""
+    from safetensors import SafetensorError, safe_open
 
-    return tqdm(total=total, desc=description, unit="input", disable=None)  # None: a bar on terminals only
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(path, "np") as handle:
+                return FILE_MARK in (handle.metadata() or {})
+        with zipfile.ZipFile(path) as archive:
+            return archive.comment.startswith(FILE_MARK.encode())
+    except (OSError, SafetensorError, zipfile.BadZipFile):
+        return False
 
 
 def _report(record: dict[str, Any]) -> None:
@@ -198,21 +226,24 @@ def encode_file(job: EncodeJob, out: Path) -> int:
 
     from ..features import encode_rows
     from ..files import atomic_write
+    from ..provenance import package_version
 
-    with _progress(len(job.inputs), "encode") as bar:
+    with report_progress(len(job.inputs), "encode", "input") as bar:
         encoded, failures = encode_rows(job, range(len(job.inputs)), bar.update)
     for record in failures:
         _report(record)
     if not encoded:
         raise ValueError("no input could be encoded")
     arrays = {f"{job.inputs[row][1]}.{key}": value for row, values in encoded.items() for key, value in values.items()}
-    meta = {key: getattr(job, key) for key in ("model", "mode", "layer", "pooled", "native", "dtype")}
+    meta = json.dumps({"model": job.model, **job.identity(), "version": package_version()})
     if out.suffix == ".safetensors":
         contiguous = {name: value.contiguous() for name, value in arrays.items()}
-        atomic_write(out, save(contiguous, metadata={"onevision": json.dumps(meta)}))
+        atomic_write(out, save(contiguous, metadata={FILE_MARK: meta}))
     else:
         buffer = io.BytesIO()
         np.savez(buffer, **{name: value.numpy() for name, value in arrays.items()})
+        with zipfile.ZipFile(buffer, "a") as archive:  # the mark, where np.load does not see it
+            archive.comment = f"{FILE_MARK} {meta}".encode()
         atomic_write(out, buffer.getvalue())
     print(f"{len(encoded)} encoded, {len(failures)} failed -> {out}")
     return 1 if failures else 0
@@ -222,24 +253,49 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int, engine: Engine | None = None) -> int:
+def encode_folder(
+    job: EncodeJob, out: Path, shard: Shard, ignored: int, engine: Engine | None = None, overwrite: bool = False
+) -> int:
     """The parts of this shard that are missing, then the shard's summary (and the whole folder's, once
     every part exists). The parts are encoded here one after the other, or by ``engine``'s workers (worker
-    processes, Ray tasks) in the order they are free."""
+    processes, Ray tasks) in the order they are free. A part already written is reused only when its record
+    matches this job (:func:`..features.changed_parts`); otherwise the run stops before any work, or with
+    ``overwrite`` encodes that part again."""
     from ..feature_store import INDEX_FILE, JobMismatchError
-    from ..features import extract_part, open_job
+    from ..features import changed_parts, extract_part, open_job
     from ..files import folder_lock, storage_fault
+    from ..provenance import package_version
     from .preprocess_cmd import prepare_output
 
     if out.is_dir() and not (out / INDEX_FILE).is_file() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise UsageError(f"{out} holds other files and no {INDEX_FILE} (not a feature folder): name a new folder")
     prepare_output(out)
     try:
-        store = open_job(job)
+        store = open_job(job, replace=overwrite)
     except JobMismatchError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(
+            f"{out} holds the features of another job ({'; '.join(error.differences)}): add --overwrite to encode "
+            "again the parts that differ"
+        ) from None
     with folder_lock(out, f".encode{shard.suffix}.lock"):
         mine = [part for part in range(store.num_parts) if shard.takes(part)]
+        beyond = [part for part in store.written_parts() if part >= store.num_parts and shard.takes(part)]
+        changed, versions = changed_parts(job, store, mine + beyond)
+        if changed and not overwrite:
+            first = changed[min(changed)]
+            others = f" (and {len(changed) - 1} more parts)" if len(changed) > 1 else ""
+            raise UsageError(f"{first}{others}: add --overwrite to encode {'them' if others else 'it'} again")
+        if versions:
+            earlier = ", ".join(sorted(set(versions.values())))
+            reuse = "encoded again (--overwrite)" if overwrite else "reused: add --overwrite to encode them again"
+            print(
+                f"note: {len(versions)} parts were written by onevision-encoder {earlier}, this is "
+                f"{package_version()}: {reuse}",
+                file=sys.stderr,
+            )
+        if overwrite:
+            for part in sorted({*changed, *versions}):
+                store.part_path(part).unlink()  # a part of this format (its record was read): ours
         todo = [part for part in mine if not store.has_part(part)]
         store.remove_unfinished(todo)
         outcomes: list[PartOutcome] = []
@@ -249,16 +305,17 @@ def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int, engine:
         on_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a kill ends the run as cleanly as Ctrl-C
         try:
             total = sum(len(store.part_rows(part)) for part in todo)
-            with _progress(total, f"encode {shard.index}/{shard.count}") as bar:
+            with (
+                _failure_log(store, shard, [part for part in mine if part not in todo]) as record_failure,
+                report_progress(total, f"encode {shard.index}/{shard.count}", "input") as bar,
+            ):
                 if engine is None or (engine.name == "local" and (engine.workers or 1) == 1):
-                    finished = (extract_part(job, part, bar.update) for part in todo)
+                    finished = (extract_part(job, part, bar.update, record_failure) for part in todo)
                 else:
-                    finished = _parts_of(engine, job, store, todo, bar)
+                    finished = _parts_of(engine, job, store, todo, bar, record_failure)
                 for number, outcome in enumerate(finished, 1):
                     part = outcome.part
                     outcomes.append(outcome)
-                    for record in outcome.failures:
-                        _report(record)
                     if log:
                         print(
                             f"part {part} done ({number}/{len(todo)} of this run): {outcome.rows} inputs, "
@@ -279,10 +336,37 @@ def encode_folder(job: EncodeJob, out: Path, shard: Shard, ignored: int, engine:
         return _summarise(store, shard, mine, len(mine) - len(todo), outcomes, ignored, interrupted, seconds)
 
 
-def _parts_of(engine: Engine, job: EncodeJob, store: FeatureStore, todo: list[int], bar: Any) -> Iterator[PartOutcome]:
-    """``todo``'s parts as ``engine``'s workers finish them, read back from disk. A part whose job failed
-    (the model, not an input: inputs' failures are recorded in their part) is reported and left to a rerun;
-    a folder that cannot be written stops the run."""
+@contextlib.contextmanager
+def _failure_log(store: FeatureStore, shard: Shard, written: list[int]) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """``failures{shard}.jsonl`` as failures happen: it starts with the records of the shard's parts already
+    written, then each failure is reported and appended, flushed to disk at once, so that a killed run
+    still says what failed (a finished run rewrites it from the parts: :func:`_summarise`)."""
+    from ..files import atomic_write
+
+    path = store.folder / f"failures{shard.suffix}.jsonl"
+    atomic_write(path, "".join(json.dumps(record) + "\n" for record in store.failures(written)).encode())
+    with open(path, "a") as log:
+
+        def record_failure(record: dict[str, Any]) -> None:
+            _report(record)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+        yield record_failure
+
+
+def _parts_of(
+    engine: Engine,
+    job: EncodeJob,
+    store: FeatureStore,
+    todo: list[int],
+    bar: Any,
+    on_failure: Callable[[dict[str, Any]], None],
+) -> Iterator[PartOutcome]:
+    """``todo``'s parts as ``engine``'s workers finish them, read back from disk, their failures given to
+    ``on_failure``. A part whose job failed (the model, not an input: inputs' failures are recorded in
+    their part) is reported and left to a rerun; a folder that cannot be written stops the run."""
     from ..batch import DONE, FAULT
     from ..features import PartOutcome, extract_part_job
 
@@ -294,7 +378,10 @@ def _parts_of(engine: Engine, job: EncodeJob, store: FeatureStore, todo: list[in
         if outcome.status != DONE:
             print(f"error: part {part} was not encoded ({outcome.error}: {outcome.message})", file=sys.stderr)
             continue
-        yield PartOutcome(part, "written", rows, tuple(store.failures([part])))
+        failures = tuple(store.failures([part]))
+        for record in failures:
+            on_failure(record)
+        yield PartOutcome(part, "written", rows, failures)
 
 
 def _tally(store: FeatureStore, parts: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -313,10 +400,15 @@ def _tally(store: FeatureStore, parts: list[int]) -> tuple[dict[str, Any], list[
     return counts, failures
 
 
-def _write_records(store: FeatureStore, suffix: str, summary: dict[str, Any], failures: list[dict[str, Any]]) -> None:
+def _write_records(
+    store: FeatureStore, suffix: str, summary: dict[str, Any], failures: list[dict[str, Any]] | None
+) -> None:
+    """The summary, and the failures file unless ``None`` (an interrupted run keeps the one it appended)."""
     from ..files import atomic_write
 
-    atomic_write(store.folder / f"failures{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in failures).encode())
+    if failures is not None:
+        lines = "".join(json.dumps(record) + "\n" for record in failures)
+        atomic_write(store.folder / f"failures{suffix}.jsonl", lines.encode())
     atomic_write(store.folder / f"summary{suffix}.json", json.dumps(summary, indent=1).encode())
 
 
@@ -344,7 +436,7 @@ def _summarise(
         "seconds": round(seconds, 3),
         "inputs_per_second": round(encoded_now / seconds, 3) if seconds > 0 else None,
     }
-    _write_records(store, shard.suffix, summary, failures)
+    _write_records(store, shard.suffix, summary, None if interrupted else failures)
     missing = len(store.missing_parts())
     if not missing and shard.count > 1:  # every shard that sees this writes the same thing
         whole, all_failures = _tally(store, list(range(store.num_parts)))

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .options import UsageError, add_command, at_least
+from .options import UsageError, add_command, at_least, output_folder
 
 
 def add_parser(subparsers: Any) -> None:
@@ -19,7 +19,8 @@ def add_parser(subparsers: Any) -> None:
         "the packed videos of `preprocess --preset lmm --pack --conversations`, image and text conversations. The "
         "YAML config names the model (a saved LMM, or an encoder and a causal LM to join), the parts that learn, "
         "the conversation files and the Trainer's settings (see the README). OUT gets checkpoint-N/ folders, "
-        "metrics.jsonl and, at the end, final/ (model and processor). For several GPUs or nodes, the same command "
+        "metrics.jsonl, skipped.jsonl (items over data.max_length, skipped) and, at the end, final/ (model and "
+        "processor). For several GPUs or nodes, the same command "
         "under torchrun (FSDP and DeepSpeed through the trainer section).",
         [
             "onevision lmm-train --config lmm.yaml --out runs/lmm",
@@ -29,20 +30,25 @@ def add_parser(subparsers: Any) -> None:
         ],
     )
     parser.add_argument("--config", required=True, type=Path, help="the YAML config (model, train, data, trainer)")
-    parser.add_argument("--out", required=True, type=Path, help="run folder: checkpoint-N/, metrics.jsonl, final/")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=output_folder,
+        help="run folder: checkpoint-N/, metrics.jsonl, skipped.jsonl, final/",
+    )
     parser.add_argument("--max-steps", type=at_least(1), help="optimizer steps (default: trainer.max_steps or epochs)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in OUT")
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="start again over a run in OUT: deletes its checkpoint-N/, final/ and metrics.jsonl first (other "
-        "files stay). Without --resume or --overwrite, an OUT that holds a run is refused",
+        help="start again over a run in OUT: deletes its checkpoint-N/, final/, metrics.jsonl and skipped.jsonl "
+        "first (other files stay). Without --resume or --overwrite, an OUT that holds a run is refused",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..conversations import ConversationsError
-    from ..training.lmm import LmmConfigError, RunFolderError, load_lmm_config, train_lmm
+    from ..training.lmm import SKIPPED_FILE, LmmConfigError, RunFolderError, load_lmm_config, train_lmm
 
     if args.resume and args.overwrite:
         raise UsageError(
@@ -59,4 +65,6 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         loss = f"loss {metrics['loss']:.4f}" if "loss" in metrics else "no loss logged"
         print(f"step {metrics['step']}: {loss} -> {args.out / 'final'}")
+        if metrics["skipped"]:
+            print(f"{metrics['skipped']} item(s) skipped, over data.max_length: {args.out / SKIPPED_FILE}")
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 # The selection's errors, choices, checks and presets, without importing the codec itself (standard library only).
 from ..codec.errors import VideoError
@@ -24,6 +25,8 @@ from ..codec.presets import SELECTION_PRESETS
 
 # What a bad input file raises: reported per file, the batch goes on.
 INPUT_ERRORS = (VideoError, OSError, ValueError)
+
+Input = TypeVar("Input", bound="str | os.PathLike[str]")
 
 
 def at_least(minimum: int) -> Any:
@@ -48,6 +51,22 @@ def frame_range(text: str) -> tuple[int, int]:
         return int(start), int(end)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected START:END frame indices, got {text!r}") from None
+
+
+def output_folder(text: str) -> Path:
+    """An argparse ``type`` for an output folder, new or existing: a path where a file (or anything but a
+    folder) stands is a usage error, exit 2, before any work."""
+    problem = not_a_folder(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def not_a_folder(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be an output folder (something other than a folder is in its place), or ``None``."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        return f"{path} is a file, not a folder: name a new folder or an existing one"
+    return None
 
 
 def add_frame_range(parser: Any) -> None:
@@ -151,6 +170,54 @@ def refuse_outputs_over_inputs(
                 if parent in outputs:
                     raise UsageError(f"the output folder {outputs[parent]} would replace the input {source} inside it")
                 child, parent = parent, os.path.dirname(parent)
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace the selection folders of another input or other options (see
+    :mod:`onevision_encoder.codec.selection_folder`)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output folders this tool made from another input or with other options, or that an earlier "
+        "version wrote (never a folder holding files it did not write)",
+    )
+
+
+def selection_folders(
+    videos: Sequence[Input], base: str | os.PathLike[str], out: Path, frame_range: tuple[int, int] | None
+) -> dict[Input, Path]:
+    """Each video's selection folder, ``OUT/<its path relative to base, as given>[@START-END]``
+    (:func:`~onevision_encoder.media.output_name`, :func:`~onevision_encoder.media.with_frame_range`): one
+    per input, and per clip of it, whatever other runs wrote there. Two inputs of one folder are a
+    :class:`UsageError`: the same file given twice, or a path outside ``base`` (named by its absolute path)
+    meeting one inside it."""
+    from ..media import output_name, with_frame_range
+
+    folders: dict[Input, Path] = {}
+    owners: dict[Path, Input] = {}
+    for video in videos:
+        folder = out / with_frame_range(output_name(video, base), frame_range)
+        if folder in owners:
+            first = owners[folder]
+            if os.path.abspath(first) == os.path.abspath(video):
+                raise UsageError(f"an input is given more than once: {first}, {video}")
+            raise UsageError(f"{first} and {video} would both be written to {folder}")
+        folders[video], owners[folder] = folder, video
+    return folders
+
+
+def refuse_replacing_others(
+    outputs: Iterable[str | os.PathLike[str]], written_by_us: Callable[[Path], bool], command: str
+) -> None:
+    """Raise :class:`UsageError` for the first of ``outputs`` that exists and that ``written_by_us(path)``
+    does not recognise as this command's (by the mark it leaves in what it writes): a command replaces
+    only its own files, never the user's."""
+    for output in outputs:
+        if os.path.lexists(output) and not written_by_us(Path(output)):
+            raise UsageError(
+                f"{output} exists and was not written by onevision {command}: not replacing it (move it, or "
+                "choose another --out)"
+            )
 
 
 def names_of_inputs(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str]:

@@ -1,11 +1,13 @@
 """``onevision preprocess``: dataset-scale codec selection, parallel, resumable, shardable.
 
 Every input (a video of the folder, or an entry of the list file, named by its path as given: links
-are not followed to their targets) gets its own folder ``OUT/<name>/``, written atomically. A run
-first checks all it can before any work (options, the conversations file, outputs over inputs, a
-writable OUT, no other run on OUT's shard), then processes the videos (:class:`..batch.Engine`: worker
-processes here, or Ray tasks on a cluster, with the same outputs and records), and accounts for
-every one: done + skipped + failed + remaining = videos, as the folders on disk show.
+are not followed to their targets) gets its own folder ``OUT/<name>[@START-END]/``, written atomically,
+whose meta.json records what made it (:mod:`..codec.selection_folder`). A run first checks all it can
+before any work (options, the conversations file, outputs over inputs, a writable OUT, no other run on
+OUT's shard, and what the folders already there were made from), then processes the videos
+(:class:`..batch.Engine`: worker processes here, or Ray tasks on a cluster, with the same outputs and
+records), recording each failure as it happens, and accounts for every one: done + skipped + failed +
+remaining = videos, as the folders on disk show.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +34,12 @@ from .engine_options import add_engine_options, engine_from_args
 from .options import (
     UsageError,
     add_command,
+    add_overwrite,
     add_selection_options,
+    output_folder,
     refuse_outputs_over_inputs,
     report_failure,
+    selection_folders,
     selection_options,
 )
 
@@ -42,9 +50,13 @@ def add_parser(subparsers: Any) -> None:
         "preprocess",
         "codec selection for a whole dataset (parallel, resumable, shardable)",
         "Select patches for every video of a folder (recursively; other files are ignored, see --include) "
-        "or of a list file (one path per line), into OUT/<path relative to the input, as given>/. A rerun "
-        "skips finished videos; each video's folder appears complete or not at all. Failures are recorded "
-        "with their reason in OUT/failures*.jsonl and the run goes on; a full or read-only OUT stops it. "
+        "or of a list file (one path per line), into OUT/<path relative to the input, as given>/ (with "
+        "--frame-range S:E, <path>@S-E/). Each video's folder appears complete or not at all, and its "
+        "meta.json records the input, the options and the files written. A rerun skips the folders made "
+        "from the same input with the same options; one made otherwise stops it before any work, unless "
+        "--overwrite (which never replaces a folder holding files this tool did not write). Failures are "
+        "recorded with their reason in OUT/failures*.jsonl as they happen and the run goes on; a full or "
+        "read-only OUT stops it. "
         "One run at a time per OUT and shard (a lock). Shard across machines with --shard i/n or the RANK "
         "and WORLD_SIZE environment, or hand the videos out to a Ray cluster with --engine ray. "
         "With --pack (lmm preset) each video also gets the release's training format: mosaic_0..7 images "
@@ -57,8 +69,9 @@ def add_parser(subparsers: Any) -> None:
             "onevision preprocess videos/ --preset lmm --pack --conversations llava.json --out packed/",
         ],
     )
-    parser.add_argument("source", metavar="LIST_OR_FOLDER", type=Path, help="folder of videos or list file")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("source", metavar="LIST_OR_FOLDER", type=Path, help="folder of videos, list file, or one video")
+    parser.add_argument("--out", required=True, type=output_folder, help="output folder")
+    add_overwrite(parser)
     parser.add_argument(
         "--include",
         action="append",
@@ -109,40 +122,74 @@ def parse_shard(text: str | None) -> Shard:
     return Shard(index, count)
 
 
-def output_folders(listing: InputListing, out: Path) -> dict[Path, Path]:
-    """Each input's folder, named by its path as given; two inputs may not share one."""
-    folders: dict[Path, Path] = {}
-    owners: dict[Path, Path] = {}
-    for video in listing.files:
-        folder = out / output_name(video, listing.base)
-        if folder in owners:
-            raise UsageError(f"{owners[folder]} and {video} are one input, listed twice (both would go to {folder})")
-        folders[video] = owners[folder] = folder
-    return folders
+def is_finished(folder: str | os.PathLike[str], video: str | os.PathLike[str], recorded: dict[str, Any]) -> bool:
+    """Whether ``folder`` holds ``video``'s selection made with the ``recorded`` options (by any run)."""
+    from ..codec.selection_folder import examine
+
+    return examine(Path(folder), video, recorded).reusable
 
 
-def is_finished(folder: Path, pack: bool) -> bool:
-    from ..codec.codec_selection import META_FILE, PACK_POSITIONS_FILE
+def resumable(plan: Plan, recorded: dict[str, Any], overwrite: bool) -> list[tuple[str, str]]:
+    """This shard's ``(video, folder)`` items to process: all but those whose folder was made from the same
+    input with the same options. Before any work, a folder made otherwise stops the run (one line, the
+    first such folder and how many more) unless ``overwrite``; a folder holding what this tool did not
+    write stops it whatever the flags. Another package version alone is noted."""
+    from ..codec.selection_folder import examine
 
-    return (folder / META_FILE).is_file() and (not pack or (folder / PACK_POSITIONS_FILE).is_file())
+    todo: list[tuple[str, str]] = []
+    otherwise = []
+    versions: Counter[str] = Counter()
+    for video in plan.mine:
+        found = examine(plan.folders[video], video, recorded)
+        if found.reusable:
+            versions.update([found.version] if found.version else [])
+        elif found.not_ours is not None:
+            raise UsageError(found.refusal())
+        elif found.differences and not overwrite:
+            otherwise.append(found)
+        else:
+            todo.append((str(video), str(found.folder)))
+    if otherwise:
+        more = len(otherwise) - 1
+        also = f", and so {_count(more, 'was', 'were')} {more} other finished {_count(more, 'folder')}" if more else ""
+        them = "them" if more else "it"
+        raise UsageError(f"{otherwise[0].made_otherwise()}{also}; add --overwrite to replace {them}")
+    if versions:
+        from ..provenance import package_version
+
+        count = sum(versions.values())
+        print(
+            f"note: {count} finished {_count(count, 'folder')} {_count(count, 'was', 'were')} made by "
+            f"onevision-encoder {', '.join(sorted(versions))} (this is {package_version()}); reused",
+            file=sys.stderr,
+        )
+    return todo
+
+
+def _count(number: int, one: str, many: str | None = None) -> str:
+    return one if number == 1 else many or one + "s"
 
 
 def process_video(
     item: tuple[str, str], *, options: dict[str, Any], pack: bool, image_format: str, tag: str
 ) -> Outcome:
-    """Select (and pack) the video ``item[0]`` into the folder ``item[1]``. Any exception is the video's
-    failure (:func:`..batch.attempt`); a fault of the storage written to is ``FAULT``: the run stops."""
+    """Select (and pack) the video ``item[0]`` into the folder ``item[1]``, recording what made it. Any
+    exception is the video's failure (:func:`..batch.attempt`), a folder in the way holding files this tool
+    did not write included; a fault of the storage written to is ``FAULT``: the run stops."""
     from ..codec import select_patches
+    from ..codec.selection_folder import check_ours, made_from, recorded_options
 
     video, folder = item
-    if is_finished(Path(folder), pack):  # retried after its pool broke, but it had finished
+    recorded = recorded_options(options, pack, image_format)
+    if is_finished(folder, video, recorded):  # retried after its pool broke, but it had finished
         return Outcome(DONE)
     selection = select_patches(video, keep_frames=pack, **options)
+    made = made_from(video, recorded)
     try:
-        with atomic_directory(folder, tag) as temporary:
-            selection.write_files(temporary)
+        with atomic_directory(folder, tag, check_replaceable=check_ours) as temporary:
             if pack:
                 write_pack(selection, temporary, image_format)
+            selection.write_files(temporary, made)  # last: its record lists the files written
     except OSError as error:
         reason = storage_fault(error)
         if reason is None:
@@ -180,8 +227,10 @@ def pack_conversations(
     conversations: Conversations,
     base: Path,
     folders: dict[Path, Path],
+    out: Path,
     shard: Shard,
     failures: dict[Path, Outcome],
+    recorded: dict[str, Any],
 ) -> Packing:
     """Rewrite the items whose video this shard packed; pass text and image items through unchanged;
     drop (with the reason) an item whose video failed or is not among the inputs. An item belongs to
@@ -203,8 +252,8 @@ def pack_conversations(
             reason = f"its video {item['video']} is not among the inputs"
         elif not shard.takes(numbers[video]):
             continue  # another shard's video
-        elif is_finished(folders[video], pack=True):
-            name = output_name(video, base)
+        elif is_finished(folders[video], video, recorded):
+            name = folders[video].relative_to(out).as_posix()
             images = [f"{name}/{image}" for image in pack_mosaic_names(folders[video])]
             packing.items.append(packed_item(item, images, f"{name}/{PACK_POSITIONS_FILE}", where))
             packing.rewritten += 1
@@ -230,6 +279,31 @@ def prepare_output(out: Path) -> None:
         check_writable(out)
     except OSError as error:
         raise OSError(f"cannot write to {out}: {error.strerror or error}") from None
+
+
+def failure_record(video: str | os.PathLike[str], outcome: Outcome) -> dict[str, str]:
+    """A video's line in ``failures*.jsonl``."""
+    return {"path": str(video), "error": outcome.error, "message": outcome.message}
+
+
+@contextmanager
+def failure_log(path: Path) -> Iterator[Callable[[dict[str, str]], None]]:
+    """Append failures to ``path`` as they happen, each line handed to the system at once (one unbuffered
+    write), so that a run killed outright still says what failed. The file is emptied first: this run
+    retries the earlier failures. (The summary's rewrite of it, in the inputs' order, ends the run.)"""
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+
+    def append(record: dict[str, str]) -> None:
+        try:
+            os.write(handle, (json.dumps(record) + "\n").encode())
+        except OSError as error:
+            if storage_fault(error) is None:
+                raise  # a full disk is not: the next folder's write stops the run, and its summary says so
+
+    try:
+        yield append
+    finally:
+        os.close(handle)
 
 
 def report(video: str, outcome: Outcome) -> None:
@@ -288,28 +362,37 @@ def run(args: argparse.Namespace) -> int:
     }
     if conversations is not None:
         files["conversations"] = args.out / f"conversations.packed{shard.suffix}{conversations.suffix}"
-    plan = Plan(shard, listing, output_folders(listing, args.out), conversations, files)
+    folders = selection_folders(listing.files, listing.base, args.out, args.frame_range)
+    plan = Plan(shard, listing, folders, conversations, files)
     sources = [args.source, *([conversations.path] if conversations else [])]
     refuse_outputs_over_inputs(
         [*plan.folders.items(), *((source, file) for source in sources for file in files.values())]
     )
+    from ..codec.selection_folder import recorded_options
+
+    recorded = recorded_options(options, args.pack, args.image_format)
     prepare_output(args.out)
     with folder_lock(args.out, shard.lock_name):
         remove_leftovers(args.out, shard.tag)
-        mine = plan.mine
-        todo = [
-            (str(video), str(plan.folders[video])) for video in mine if not is_finished(plan.folders[video], args.pack)
-        ]
-        tally = process(todo, args, options, shard, engine)
-        return report_run(args, plan, mine, todo, tally)
+        todo = resumable(plan, recorded, args.overwrite)
+        with failure_log(files["failures"]) as log_failure:
+            tally = process(todo, args, options, recorded, shard, engine, log_failure)
+        return report_run(args, plan, recorded, todo, tally)
 
 
 def process(
-    todo: list[tuple[str, str]], args: argparse.Namespace, options: dict[str, Any], shard: Shard, engine: Engine
+    todo: list[tuple[str, str]],
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    recorded: dict[str, Any],
+    shard: Shard,
+    engine: Engine,
+    log_failure: Callable[[dict[str, str]], None],
 ) -> Tally:
-    """Run the videos until done, interrupted (Ctrl-C, SIGTERM) or stopped by a fault of OUT; then stop
-    the workers and count what is on disk: a video that finished as the run stopped is done."""
-    from tqdm import tqdm
+    """Run the videos until done, interrupted (Ctrl-C, SIGTERM) or stopped by a fault of OUT, logging each
+    failure as it comes; then stop the workers and count what is on disk: a video that finished as the
+    run stopped is done."""
+    from ..progress import report_progress
 
     job = functools.partial(
         process_video, options=options, pack=args.pack, image_format=args.image_format, tag=shard.tag
@@ -318,7 +401,7 @@ def process(
     started = time.perf_counter()
     on_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a kill ends the run as cleanly as Ctrl-C
     on_sigint = signal.getsignal(signal.SIGINT)
-    progress = tqdm(total=len(todo), desc=f"preprocess {shard.index}/{shard.count}", unit="video", disable=None)
+    progress = report_progress(len(todo), f"preprocess {shard.index}/{shard.count}", "video")
     results = engine.run(todo, job)
     try:
         for item, outcome in results:
@@ -329,6 +412,7 @@ def process(
             tally.outcomes[item] = outcome
             if outcome.status == FAILED:
                 report(item[0], outcome)
+                log_failure(failure_record(item[0], outcome))
     except KeyboardInterrupt:
         tally.interrupted = True
     finally:
@@ -343,22 +427,25 @@ def process(
             signal.signal(signal.SIGINT, on_sigint)
     tally.seconds = time.perf_counter() - started
     for item in todo:
-        if item not in tally.outcomes and is_finished(Path(item[1]), args.pack):
+        if item not in tally.outcomes and is_finished(item[1], item[0], recorded):
             tally.outcomes[item] = Outcome(DONE)  # finished while the run stopped
     return tally
 
 
 def report_run(
-    args: argparse.Namespace, plan: Plan, mine: list[Path], todo: list[tuple[str, str]], tally: Tally
+    args: argparse.Namespace, plan: Plan, recorded: dict[str, Any], todo: list[tuple[str, str]], tally: Tally
 ) -> int:
-    """Write the failures, the summary (and the packed conversations, if the run went to its end); print
-    the summary line; the exit status."""
+    """Write the failures (again, in the inputs' order), the summary (and the packed conversations, if the
+    run went to its end); print the summary line; the exit status."""
+    mine = plan.mine
     outcomes = ((Path(item[0]), tally.outcomes.get(item)) for item in todo)
     failed = {video: outcome for video, outcome in outcomes if outcome is not None and outcome.status == FAILED}
-    records = [{"path": str(video), "error": o.error, "message": o.message} for video, o in failed.items()]
+    records = [failure_record(video, outcome) for video, outcome in failed.items()]
     packing = None
     if plan.conversations is not None and not (tally.interrupted or tally.fault):
-        packing = pack_conversations(plan.conversations, plan.listing.base, plan.folders, plan.shard, failed)
+        packing = pack_conversations(
+            plan.conversations, plan.listing.base, plan.folders, args.out, plan.shard, failed, recorded
+        )
         records += packing.dropped
     done = tally.count(DONE)
     summary = {

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..codec.options import SelectionOptions
-from .options import UsageError, add_command, at_least, refuse_outputs_over_inputs
+from .options import UsageError, add_command, at_least, output_folder, refuse_outputs_over_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", required=True, type=Path, help="validation list or class folders")
     parser.add_argument("--model", required=True, help="checkpoint folder or hub id (any image encoder for baseline)")
     parser.add_argument("--mode", choices=("chunk", "codec", "baseline"), default="chunk")
-    parser.add_argument("--out", required=True, type=Path, help="folder for results.json, predictions.csv, curves.png")
+    parser.add_argument(
+        "--out", required=True, type=output_folder, help="folder for results.json, predictions.csv, curves.png"
+    )
     parser.add_argument("--frames", type=int, choices=(8, 16), default=8, help="chunk/baseline frames (default 8)")
     parser.add_argument("-k", "--num-patches", type=int, choices=(2048, 4096), default=2048, help="codec patches")
     parser.add_argument("--resolution", type=int, default=224)
@@ -54,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 64, the feature store's CLIPS_PER_PART)",
     )
     parser.add_argument(
-        "--cache", type=Path, help="feature cache folder (default OUT/cache; shared by all processes under torchrun)"
+        "--cache",
+        type=output_folder,
+        help="feature cache folder (default OUT/cache; shared by all processes under torchrun)",
     )
     parser.add_argument(
         "--export",
@@ -99,11 +103,41 @@ def run(args: argparse.Namespace) -> int:
     inputs += [clip.path for clip in train_clips + val_clips]
     outputs = [args.out, *(args.out / name for name in REPORT_FILES)]
     refuse_outputs_over_inputs((source, output) for source in inputs for output in outputs)
+    refuse_overlap(train_clips, val_clips)
     if args.export is not None:
         _check_export(args, inputs)
     with process_group() as (rank, _, _):
         _evaluate(args, rank, torch.device(resolve_device(args.device)), train_clips, val_clips)
     return 0
+
+
+def refuse_overlap(train_clips: list[Clip], val_clips: list[Clip]) -> None:
+    """A :class:`UsageError` when a validation clip shares frames with a training clip: the same file (links
+    resolved) and frame ranges that meet (no range: the whole video). A probe scored on clips it was trained
+    on measures memory, not the features."""
+    trained: dict[str, list[Clip]] = {}
+    for clip in train_clips:
+        trained.setdefault(os.path.realpath(clip.path), []).append(clip)
+    shared = [
+        (seen, clip)
+        for clip in val_clips
+        for seen in trained.get(os.path.realpath(clip.path), [])
+        if _meet(seen.frame_range, clip.frame_range)
+    ]
+    if shared:
+        seen, clip = shared[0]
+        count = len({id(clip) for _, clip in shared})
+        raise UsageError(
+            f"--train and --val share {count} clip{'s' if count > 1 else ''} of {len(val_clips)} (e.g. {clip.path}: "
+            f"{seen.where} and {clip.where}): validate on clips the probe does not train on"
+        )
+
+
+def _meet(first: tuple[int, int] | None, second: tuple[int, int] | None) -> bool:
+    """Whether two frame ranges (``None``: the whole video) share a frame."""
+    if first is None or second is None:
+        return True
+    return first[0] < second[1] and second[0] < first[1]
 
 
 def _evaluate(

@@ -6,21 +6,22 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import UsageError, add_command
+from .options import UsageError, add_command, output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="training YAML (see configs/tiny-cpu.yaml)")
-    parser.add_argument("--out", required=True, type=Path, help="run folder: checkpoints/, final/, logs")
+    parser.add_argument("--out", required=True, type=output_folder, help="run folder: checkpoints/, final/, logs")
     parser.add_argument("--max-steps", type=int, help="length of the schedule (default: train.max_steps)")
     parser.add_argument("--stop-after", type=int, help="stop after this many steps with a checkpoint")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="start again over a run already in --out: deletes its checkpoints/, final/, metrics.jsonl and "
-        "tensorboard/ first, and only if they hold what training writes (other files in --out stay). Without "
-        "--resume or --overwrite, a --out that holds a run is refused",
+        help="start again over a run already in --out: first deletes the files it wrote in checkpoints/, final/, "
+        "metrics.jsonl and tensorboard/ (as its run-files.json lists them), and is refused if those hold any "
+        "other file (other files in --out stay). Without --resume or --overwrite, a --out that holds a run is "
+        "refused",
     )
 
 

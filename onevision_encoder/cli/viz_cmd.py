@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import add_command, add_selection_options, refuse_outputs_over_inputs, selection_options
+from .options import (
+    add_command,
+    add_selection_options,
+    refuse_outputs_over_inputs,
+    refuse_replacing_others,
+    selection_options,
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -18,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
         "token budget, saliency heatmap, kept patches with the rest greyed) as a PNG contact sheet with a bar "
         "chart of the patches each frame contributed, and the same panels animated as a GIF or MP4 beside it: "
         "--out clip.png writes clip.png and clip.anim.gif (or clip.anim.mp4). An output that would overwrite "
-        "the video is refused.",
+        "the video is refused, and so is one that exists and that viz did not draw (viz marks its pictures).",
         [
             "onevision viz clip.mp4 --out clip.png",
             "onevision viz clip.mp4 --out clip.png --animation mp4 --preset lmm",
@@ -34,10 +40,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..visualize import save_visualization, visualization_paths
+    from ..visualize import drawn_here, save_visualization, visualization_paths
 
     outputs = visualization_paths(args.out, args.animation)
     refuse_outputs_over_inputs((args.video, path) for path in outputs.values())
+    refuse_replacing_others(outputs.values(), drawn_here, "viz")
 
     from ..codec import select_patches
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import CorruptVideoError, NotAVideoError, SelectionError, VideoError, VideoNotFoundError
+from .errors import (
+    CorruptVideoError,
+    ImageNotVideoError,
+    NotAVideoError,
+    SelectionError,
+    VideoError,
+    VideoNotFoundError,
+)
 from .options import OptionError, SelectionOptions
 from .presets import SELECTION_PRESETS, SelectionPreset
 
@@ -27,6 +34,7 @@ __all__ = [
     "SELECTION_PRESETS",
     "CodecSelection",
     "CorruptVideoError",
+    "ImageNotVideoError",
     "NotAVideoError",
     "OptionError",
     "SelectionError",

@@ -15,14 +15,28 @@ from ..files import atomic_directory
 from ..video.grid import check_visible_indices, indices_to_positions
 from ..video.mosaic import mosaic
 from ..video.normalisation import CLIP_MEAN, CLIP_STD, normalise
+from .selection_folder import (
+    ENCODER_INDICES_FILE,
+    FRAME_IDS_FILE,
+    LMM_POSITIONS_FILE,
+    META_FILE,
+    PACK_POSITIONS_FILE,
+    RECORD,
+    SCORES_FILE,
+    check_ours,
+    new_record,
+)
 
-META_FILE = "meta.json"
-FRAME_IDS_FILE = "frame_ids.npy"
-SCORES_FILE = "scores.npy"
-ENCODER_INDICES_FILE = "visidx.npy"  # K ascending flat indices (encoder preset)
-LMM_POSITIONS_FILE = "visidx_thw.npy"  # K x 3 (t, h, w) in score order (lmm preset)
-# A packed selection (`preprocess --pack`, read by the LMM processor): mosaic_K.<format> + their patches' (t, h, w).
-PACK_POSITIONS_FILE = "positions_thw.npy"
+__all__ = [
+    "ENCODER_INDICES_FILE",
+    "FRAME_IDS_FILE",
+    "LMM_POSITIONS_FILE",
+    "META_FILE",
+    "PACK_POSITIONS_FILE",
+    "SCORES_FILE",
+    "CodecSelection",
+    "pack_mosaic_names",
+]
 
 
 def pack_mosaic_names(folder: Path) -> list[str]:
@@ -107,15 +121,20 @@ class CodecSelection:
 
     # --- files -----------------------------------------------------------------------------------
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write the selection's files into ``folder`` atomically (the folder appears complete or not at all)."""
-        with atomic_directory(folder) as temporary:
-            self.write_files(temporary)
+    def save(self, folder: str | os.PathLike[str], made_from: dict[str, Any] | None = None) -> Path:
+        """Write the selection's files into ``folder`` atomically (the folder appears complete or not at all).
+        A folder already there is replaced only if it holds nothing but what a selection wrote
+        (:class:`~onevision_encoder.codec.selection_folder.FolderNotOursError` otherwise)."""
+        with atomic_directory(folder, check_replaceable=check_ours) as temporary:
+            self.write_files(temporary, made_from)
         return Path(folder)
 
-    def write_files(self, folder: str | os.PathLike[str]) -> None:
+    def write_files(self, folder: str | os.PathLike[str], made_from: dict[str, Any] | None = None) -> None:
         """The release's files (``lmm``: ``visidx_thw.npy`` in score order; otherwise ``visidx.npy``
-        ascending), plus ``frame_ids.npy``, ``scores.npy`` and ``meta.json``, into an existing folder."""
+        ascending), plus ``frame_ids.npy``, ``scores.npy`` and, last, ``meta.json``, into an existing folder.
+        ``meta.json`` records under ``made_by`` every file of the folder, the package version and
+        ``made_from`` (a command's record of the input and options:
+        :func:`~onevision_encoder.codec.selection_folder.made_from`)."""
         folder = Path(folder)
         if self.meta.get("preset") == "lmm":
             np.save(folder / LMM_POSITIONS_FILE, _narrow(indices_to_positions(self.score_order, self.grid[1:])))
@@ -125,6 +144,7 @@ class CodecSelection:
         if self.scores is not None:
             np.save(folder / SCORES_FILE, self.scores.astype(np.float32))
         meta = {**self.meta, "grid": list(self.grid), "motion_source": self.motion_source}
+        meta[RECORD] = new_record(folder, made_from)
         (folder / META_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod

@@ -83,8 +83,10 @@ def check_against_camera(
 
     ``field_qpel`` int32 ``[Hc, Wc, 2]`` quarter-pel. Returns the checked field (int32 quarter-pel), the
     camera's motion (float32 quarter-pel, ``[Hc, Wc, 2]`` or one ``[2]`` translation) and the checked
-    field's prediction ``MC(Y_ref, field)`` (uint8, working plane). With ``motion.PREDICTION_TOLERANCE =
-    None`` the vectors are taken as coded (to measure what the check is worth).
+    field's prediction ``MC(Y_ref, field)`` (uint8, working plane), pixel for pixel from the two predictions
+    already made: a camera translation's cells come from :func:`~.motion.translated`, equal to the remap's
+    samples for whole pixels and within a grey level's rounding of them for sub-pixel ones. With
+    ``motion.PREDICTION_TOLERANCE = None`` the vectors are taken as coded (to measure what the check is worth).
     """
     coded = motion_compensated(reference, field_qpel, luma_hw)
     if motion.PREDICTION_TOLERANCE is None:
@@ -105,7 +107,7 @@ def check_against_camera(
     take = predicts_as_well(cell_errors(luma, following, luma_hw), own).view(np.uint8)
     field = cv2.copyTo(camera_field, take, np.array(field_qpel))  # a copy: the caller keeps its field
     pixels = cv2.resize(take, (luma.shape[1], luma.shape[0]), interpolation=cv2.INTER_NEAREST)
-    return field, camera, cv2.copyTo(following, pixels, coded)  # the prediction pixel for pixel, no new remap
+    return field, camera, cv2.copyTo(following, pixels, coded)  # the checked field's prediction, no new remap
 
 
 @lru_cache(maxsize=8)

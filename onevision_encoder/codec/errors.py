@@ -23,6 +23,11 @@ class NotAVideoError(VideoError):
     opened as a container, or one without a video stream."""
 
 
+class ImageNotVideoError(NotAVideoError):
+    """The file holds a still picture (an image format, or a GIF of one frame), whatever its name says: a
+    selection over time would be 64 copies of it. Images are encoded as images (``onevision encode``)."""
+
+
 class CorruptVideoError(VideoError):
     """The video stream cannot be decoded: corrupt, truncated (fewer frames or a shorter duration than the
     file declares), or no decodable frame."""

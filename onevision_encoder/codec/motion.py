@@ -148,7 +148,12 @@ def _pixel_grid(hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def motion_compensated(reference: np.ndarray, field_qpel: np.ndarray, luma_hw: tuple[int, int]) -> np.ndarray:
-    """``MC(Y_ref, v)`` at the reference plane's resolution; ``v`` is the full-resolution field."""
+    """``MC(Y_ref, v)`` at the reference plane's resolution; ``v`` is the full-resolution field.
+
+    Each pixel is the bilinear sample of ``reference`` at ``x + v`` (its cell's vector scaled to the plane),
+    borders replicated: exact where the displacement is whole pixels of the plane, otherwise OpenCV's 8-bit
+    fixed-point interpolation (coordinates on a 1/32-pixel grid, the result rounded), whose rounding differs
+    between OpenCV releases by a grey level."""
     work_hw = reference.shape
     size = (work_hw[1], work_hw[0])
     maps = []
@@ -165,7 +170,9 @@ def motion_compensated(reference: np.ndarray, field_qpel: np.ndarray, luma_hw: t
 
 
 def translated(reference: np.ndarray, vector_qpel: np.ndarray, luma_hw: tuple[int, int]) -> np.ndarray:
-    """:func:`motion_compensated` for one vector everywhere, by a warp (the same bilinear samples)."""
+    """:func:`motion_compensated` for one vector everywhere, by a warp (several times faster than the remap):
+    the same bilinear samples, equal where the displacement is whole pixels of the plane; a sub-pixel one may
+    round a grey level apart from the remap's (OpenCV's two paths round differently in some releases)."""
     work_hw = reference.shape
     shift = np.float32(
         [[1, 0, vector_qpel[0] * work_hw[1] / luma_hw[1] / 4], [0, 1, vector_qpel[1] * work_hw[0] / luma_hw[0] / 4]]

@@ -40,7 +40,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .bitstream import CHECKED_CODECS, is_disposable, is_random_access, nal_length_size
-from .errors import CorruptVideoError, NotAVideoError, VideoNotFoundError
+from .errors import CorruptVideoError, ImageNotVideoError, NotAVideoError, VideoNotFoundError
 from .seeking import FrameIndex
 
 # Decoders whose frames FFmpeg can annotate with motion-vector side data (flags2=+export_mvs).
@@ -371,7 +371,21 @@ def _open(path: str) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise NotAVideoError(path, "has no video stream")
+    if _is_image(container):
+        container.close()
+        raise ImageNotVideoError(
+            path, "is an image, not a video: encode it as an image (`onevision encode`, --mode auto or image)"
+        )
     return container
+
+
+def _is_image(container: av.container.InputContainer) -> bool:
+    """Whether FFmpeg found a still picture, by what the file holds (not its name): its demuxer reads one
+    image (``image2``, ``jpeg_pipe``, ``png_pipe``, ...), or it is a GIF of one frame (a GIF of more is a clip)."""
+    demuxer = container.format.name
+    if demuxer == "image2" or demuxer.endswith("_pipe"):
+        return True
+    return demuxer == "gif" and container.streams.video[0].frames <= 1
 
 
 def read_frames(path: str | os.PathLike[str], frame_ids: np.ndarray, allow_truncated: bool = False) -> list[np.ndarray]:

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from ..codec.reader import read_sampled_frames
 from ..distributed import agree, rank_world
 from ..feature_store import CLIPS_PER_PART, FORMAT, FeatureStore, model_identity
 from ..features import chunk_input, codec_input
 from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
+from ..progress import report_progress
 from .augment import ColorJitter, view_rng
 from .datasets import Clip
 from .teacher import load_teacher
@@ -153,7 +153,7 @@ def cached_features(
     if mine:
         extractor = FeatureExtractor(spec, device)
         total = sum(len(store.part_rows(part)) for part in mine)
-        with tqdm(total=total, desc=f"{name} ({spec.mode})", disable=rank != 0 or None) as progress:
+        with report_progress(total, f"{name} ({spec.mode})", "clip", enabled=rank == 0) as progress:
             for part in mine:
                 features = []
                 for index in store.part_rows(part):

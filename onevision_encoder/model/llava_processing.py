@@ -18,12 +18,22 @@ import torch
 from transformers import ProcessorMixin
 from transformers.feature_extraction_utils import BatchFeature
 
+from ..codec.presets import SELECTION_PRESETS
 from ..media import open_image
 from .image_processing import OneVisionEncoderImageProcessor
 from .llava import VISION_INPUTS, vision_token_count
 
 # select_patches keywords the processor fixes: --pack is defined for the lmm preset, and mosaics need the frames.
 FIXED_SELECTION = {"preset": "lmm", "keep_frames": True}
+# The lmm preset's mosaic side in patches (576 pixels in 16-pixel patches: 36): kept whatever the encoder's patch.
+LMM_GRID = SELECTION_PRESETS["lmm"].size // SELECTION_PRESETS["lmm"].patch_size
+
+
+def lmm_size(patch_size: int) -> int:
+    """The ``lmm`` preset's mosaic side in pixels for an encoder of ``patch_size``: its 36 x 36 patch grid, so the
+    same K, token count and (t, h, w) positions as the release's 576-pixel, 16-pixel-patch mosaics (504 for 14)."""
+    return LMM_GRID * patch_size
+
 
 VideoInput = str | os.PathLike[str] | Any  # a --pack folder, a video file, or a CodecSelection with its frames
 
@@ -39,9 +49,11 @@ class OneVisionLlavaProcessor(ProcessorMixin):
     - Images are resized at native resolution (the image processor's ``native`` mode) to sides that are
       multiples of ``patch_size * spatial_merge``: ``(H/p/m) * (W/p/m)`` tokens each.
     - A video is a ``onevision preprocess --pack`` folder (``mosaic_K.*`` and ``positions_thw.npy``), a video file
-      (selected now with ``select_patches(path, preset="lmm", keep_frames=True, **video_selection)`` and packed
-      by the same code as ``--pack``), or a ``CodecSelection`` made with ``keep_frames=True``. Its mosaics give
-      ``T * (H/p/m) * (W/p/m)`` tokens.
+      (selected now with ``select_patches(path, **selection_keywords)`` and packed by the same code as
+      ``--pack``), or a ``CodecSelection`` made with ``keep_frames=True``. Its mosaics give ``T * (H/p/m) *
+      (W/p/m)`` tokens. A video file is selected in the encoder's patches (the image processor's ``patch_size``)
+      on the ``lmm`` preset's 36 x 36 patch grid (:func:`lmm_size`: 504 pixels for 14-pixel patches) unless
+      ``video_selection`` gives a ``size``; folders and selections made in other patches are refused.
 
     Args:
         image_processor: The encoder's image processor; its ``patch_size`` must be the encoder's.
@@ -51,7 +63,8 @@ class OneVisionLlavaProcessor(ProcessorMixin):
             ``video_token_id``).
         spatial_merge: The model's ``spatial_merge``.
         video_selection: Further ``select_patches`` keywords for video files (``num_patches``, ``size``,
-            ``patch_size``, ``num_frames``, ...); ``preset`` and ``keep_frames`` are fixed.
+            ``num_frames``, ...); ``preset`` and ``keep_frames`` are fixed, and ``patch_size``, when given, must be
+            the image processor's.
     """
 
     # transformers 4.x finds the parts through these; 5.x reads them from __init__'s signature (and warns on them).
@@ -81,6 +94,19 @@ class OneVisionLlavaProcessor(ProcessorMixin):
         self.spatial_merge = spatial_merge
         self.video_selection = dict(video_selection or {})
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        patch = self.image_processor.patch_size
+        if self.video_selection.get("patch_size", patch) != patch:
+            raise ValueError(
+                f"video_selection patch_size {self.video_selection['patch_size']} differs from the image "
+                f"processor's {patch}: videos are cut in the encoder's patches (leave patch_size out)"
+            )
+
+    @property
+    def selection_keywords(self) -> dict[str, Any]:
+        """The ``select_patches`` keywords of a video file: ``video_selection`` in the encoder's patches, at the
+        ``lmm`` preset's 36 x 36 patch grid unless it gives a ``size``."""
+        patch = self.image_processor.patch_size
+        return {"size": lmm_size(patch), **self.video_selection, "patch_size": patch, **FIXED_SELECTION}
 
     @property
     def image_token_id(self) -> int:
@@ -178,7 +204,7 @@ class OneVisionLlavaProcessor(ProcessorMixin):
             return self.load_pack(path)
         from ..codec import select_patches
 
-        return self._pack_selection(select_patches(path, **self.video_selection, **FIXED_SELECTION))
+        return self._pack_selection(select_patches(path, **self.selection_keywords))
 
     def _pack_selection(self, selection: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The mosaics and positions ``--pack`` would write for ``selection``, made in memory."""
@@ -220,7 +246,7 @@ class OneVisionLlavaProcessor(ProcessorMixin):
             raise ValueError(
                 f"{frames} mosaics of {height}x{width} in {patch}-pixel patches make {patches} patches, but "
                 f"{source} holds {tuple(positions.shape)} positions: the selection's patch size must be the "
-                f"encoder's (select with --patch-size {patch})"
+                f"encoder's (select with --patch-size {patch} --size {lmm_size(patch)}, the lmm preset's grid)"
             )
         return pixels, positions
 

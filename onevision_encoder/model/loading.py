@@ -5,6 +5,8 @@
 - A hub id while the Hub cannot be reached raises :class:`HubUnreachableError` after one short request
   (huggingface_hub itself retries for about 25 s before saying so); the hub id's files in the local
   Hugging Face cache are then loaded from there, as offline mode would.
+- A name that reads as a path here (``runs/my-model`` where ``runs/`` exists) but names no folder is said to
+  be missing first (:func:`missing_folder_first`); the Hub's answer for it as a hub id comes after.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import importlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 # Seconds the reachability probe waits for the Hub; HF_HUB_ETAG_TIMEOUT, when set, replaces it.
 PROBE_TIMEOUT_S = 4.0
 WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
 
 
 class DamagedCheckpointError(OSError):
@@ -59,27 +63,65 @@ def damaged_weights_error(location: str, kwargs: dict[str, Any], error: Exceptio
     return DamagedCheckpointError(location, f"a weights file is damaged or truncated ({error}); {remedy}")
 
 
-def _weights_files(location: str, kwargs: dict[str, Any], hub: bool) -> list[Path]:
-    """The safetensors files ``from_pretrained`` reads: ``model.safetensors`` or the shards its index names."""
+def checkpoint_files(location: str) -> list[Path] | None:
+    """The files that make a checkpoint's model: its ``config.json`` and the safetensors weights
+    ``from_pretrained`` reads, in the folder ``location``, or for a hub id in the local Hugging Face cache
+    (the snapshot of its default revision; PyTorch's ``pytorch_model.bin`` where there are no safetensors).
+    ``None`` when there is no such folder and the cache does not hold the hub id (not downloaded yet, or
+    no checkpoint at all: ``from_pretrained`` says which)."""
+    hub = not os.path.isdir(os.path.expanduser(location))
+    config = _find(location, CONFIG_NAME, {}, hub)
+    if config is None:
+        return None
+    weights = _weights_files(location, {}, hub) or [_find(location, "pytorch_model.bin", {}, hub)]
+    return [config, *(path for path in weights if path is not None)]
+
+
+def _find(location: str, name: str, kwargs: dict[str, Any], hub: bool) -> Path | None:
+    """The file ``name`` of a checkpoint folder, or of a hub id in the local cache; ``None`` if not there."""
     subfolder = kwargs.get("subfolder") or ""
+    if not hub:
+        path = Path(os.path.expanduser(location), subfolder, name)
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
 
-    def find(name: str) -> Path | None:
-        if not hub:
-            path = Path(os.path.expanduser(location), subfolder, name)
-            return path if path.is_file() else None
-        from huggingface_hub import try_to_load_from_cache
-
+    try:
         cached = try_to_load_from_cache(
             location, f"{subfolder}/{name}" if subfolder else name, kwargs.get("cache_dir"), kwargs.get("revision")
         )
-        return Path(cached) if isinstance(cached, str) else None
+    except HFValidationError:  # neither a folder nor a hub id
+        return None
+    return Path(cached) if isinstance(cached, str) else None
 
-    index = find(WEIGHTS_INDEX_NAME)
+
+def _weights_files(location: str, kwargs: dict[str, Any], hub: bool) -> list[Path]:
+    """The safetensors files ``from_pretrained`` reads: ``model.safetensors`` or the shards its index names."""
+    index = _find(location, WEIGHTS_INDEX_NAME, kwargs, hub)
     names = [WEIGHTS_NAME]
     if index is not None:
         with contextlib.suppress(OSError, ValueError, KeyError, AttributeError):  # then model.safetensors only
             names += sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    return [path for path in map(find, names) if path is not None]
+    found = (_find(location, name, kwargs, hub) for name in names)
+    return [path for path in found if path is not None]
+
+
+@contextlib.contextmanager
+def missing_folder_first(location: str) -> Iterator[None]:
+    """Loading ``location`` that is no folder here while its parent folder is (``runs/`` of ``runs/my-model``):
+    a failure (Hub unreachable, no such repository) is most likely a local folder that is not there, so it
+    is raised as a ``FileNotFoundError`` that says so first and gives the Hub's reason after it."""
+    try:
+        yield
+    except OSError as error:
+        path = os.path.normpath(os.path.expanduser(location))
+        parent, name = os.path.split(path)
+        if os.path.exists(path) or not parent or not os.path.isdir(parent) or isinstance(error, DamagedCheckpointError):
+            raise
+        lines = str(error).removeprefix(f"{location}: ").splitlines() or [type(error).__name__]
+        raise FileNotFoundError(
+            f"{location}: no such local folder ({parent}{os.sep} holds no {name}); as a hub id: {lines[0]}"
+        ) from error
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput, logging
 
 from ..video.grid import check_visible_indices, indices_to_positions
 from .configuration import OneVisionEncoderConfig
-from .loading import check_hub, damaged_weights_error
+from .loading import check_hub, damaged_weights_error, missing_folder_first
 
 logger = logging.get_logger(__name__)
 
@@ -495,12 +495,13 @@ class OneVisionEncoderPreTrainedModel(PreTrainedModel):
             folder = os.path.isdir(os.path.expanduser(location))
             if location.startswith((".", os.sep, "~")) and not folder:
                 raise FileNotFoundError(f"{location}: no such checkpoint folder")
-            if not folder:  # a hub id: one short request first, so an unreachable Hub fails in seconds
-                kwargs = check_hub(location, kwargs)
-            try:
-                model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **checked, **kwargs)
-            except SafetensorError as error:
-                raise damaged_weights_error(location, kwargs, error) from error
+            with missing_folder_first(location):
+                if not folder:  # a hub id: one short request first, so an unreachable Hub fails in seconds
+                    kwargs = check_hub(location, kwargs)
+                try:
+                    model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **checked, **kwargs)
+                except SafetensorError as error:
+                    raise damaged_weights_error(location, kwargs, error) from error
         refused = [
             (field, label, remedy)
             for field, label, remedy, allowed in (

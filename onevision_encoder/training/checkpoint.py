@@ -6,15 +6,21 @@ A checkpoint folder ``step-NNNNNNNN/`` holds ``model.safetensors`` (the backbone
 AdamW state, ``centres-HEAD.rankR.safetensors``, with the rows it covers in its metadata. Loading
 reads whichever slices cover a rank's new range, so centres re-shard to any world size. The folder
 is filled in a temporary place and renamed when every rank has written its part.
+
+Every file a run writes in its folder is listed in ``OUT/run-files.json`` (:class:`RunFiles`), and only
+those are ever deleted: by ``--overwrite``, by the retention of ``keep_checkpoints``, by an export over
+``final/``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pickle
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,11 +32,122 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..distributed import rank_world
-from ..files import remove_leftovers
+from ..files import atomic_write, remove_leftovers
 from ..model.loading import DamagedCheckpointError
+from ..provenance import file_fingerprint
 from .sharding import is_sharded, load_whole_state, shard_optimizer_state, whole_optimizer_state, whole_state
 
 CHECKPOINTS = "checkpoints"
+RUN_FILES = "run-files.json"
+RUN_FILES_FORMAT = "onevision-run-files/1"
+# What a killed run leaves of its atomic writes (files.py's temporary names, a checkpoint's temporary folder):
+# the next run removes them by name (clean_partial), so they are neither the run's record nor the user's.
+_LEFTOVERS = (".*.tmp*", ".step-*.tmp")
+
+
+class RunFiles:
+    """The files a training run wrote in its folder, in ``OUT/run-files.json``: each by its path relative
+    to the folder, with its :func:`~..provenance.file_fingerprint`, or ``None`` for the logs that grow as
+    the run goes (``metrics.jsonl``, TensorBoard's events), known by name only.
+
+    A name alone cannot tell a file of the user's saved in the run's folders, or over one of the run's
+    files, and the names ``save_pretrained`` writes in ``final/`` change with transformers' version: so
+    the run deletes only files listed here whose content is still what it wrote. Only rank 0 writes.
+    """
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        self.out = Path(out)
+        self.path = self.out / RUN_FILES
+
+    def is_foreign_record(self) -> bool:
+        """Whether ``run-files.json`` exists but is not a training run's record (a file of the user's)."""
+        return self.path.exists() and self._load() is None
+
+    def read(self) -> dict[str, str | None]:
+        return self._load() or {}
+
+    def _load(self) -> dict[str, str | None] | None:
+        try:
+            record = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("format") != RUN_FILES_FORMAT:
+            return None
+        return dict(record.get("files", {}))
+
+    def _write(self, files: dict[str, str | None]) -> None:
+        record = {"format": RUN_FILES_FORMAT, "files": dict(sorted(files.items()))}
+        atomic_write(self.path, json.dumps(record, indent=1).encode())
+
+    def _key(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def record_folder(self, folder: Path, source: Path | None = None) -> None:
+        """List every file of ``source`` (default: ``folder`` itself) as the run's, at its place under
+        ``folder``, in place of what was listed under ``folder``."""
+        prefix = self._key(folder) + "/"
+        files = {key: value for key, value in self.read().items() if not key.startswith(prefix)}
+        source = folder if source is None else source
+        for path in _files_under(source):
+            files[prefix + path.relative_to(source).as_posix()] = file_fingerprint(path)
+        self._write(files)
+
+    def record_log(self, path: Path) -> None:
+        """List ``path``, a log that grows as the run goes, as the run's by its name."""
+        files = self.read()
+        if files.get(self._key(path), "") is not None:
+            self._write({**files, self._key(path): None})
+
+    def foreign(self, target: Path) -> list[str]:
+        """The files at or under ``target`` that the run did not write (not listed, changed since, or a
+        link: the run writes none), by their paths relative to the run's folder."""
+        files = self.read()
+        found = []
+        for path in _files_under(target, links=True):
+            key = self._key(path)
+            if _is_leftover(key):
+                continue
+            listed = files.get(key, "")
+            if key not in files or path.is_symlink() or (listed is not None and file_fingerprint(path) != listed):
+                found.append(key)
+        return found
+
+    def remove(self, target: Path) -> list[str]:
+        """Delete the run's files at or under ``target`` and the folders this leaves empty; returns the
+        files that stay (:meth:`foreign`)."""
+        stay = self.foreign(target)
+        files = self.read()
+        key = self._key(target)
+        for listed in [k for k in files if k == key or k.startswith(key + "/")]:
+            if listed not in stay:
+                (self.out / listed).unlink(missing_ok=True)
+                del files[listed]
+        if target.is_dir() and not target.is_symlink():
+            for folder, _, _ in sorted(os.walk(target), key=lambda entry: -len(entry[0])):  # deepest first
+                if not os.listdir(folder):
+                    os.rmdir(folder)
+        self._write(files)
+        return stay
+
+
+def _files_under(target: Path, links: bool = False) -> list[Path]:
+    """``target`` if it is a file (or, with ``links``, a link), else the files in it, recursively, links
+    not followed (and listed only with ``links``)."""
+    if target.is_symlink() or not target.is_dir():
+        return [target] if target.is_file() or (links and target.is_symlink()) else []
+    found = []
+    for folder, subfolders, names in os.walk(target):
+        for name in sorted(names + [n for n in subfolders if os.path.islink(os.path.join(folder, n))]):
+            path = Path(folder, name)
+            if links or not path.is_symlink():
+                found.append(path)
+    return sorted(found)
+
+
+def _is_leftover(key: str) -> bool:
+    return any(fnmatch.fnmatchcase(part, pattern) for part in key.split("/") for pattern in _LEFTOVERS)
 
 
 def _barrier() -> None:
@@ -109,11 +226,18 @@ def save_checkpoint(
         (temporary / "trainer.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
     _barrier()
     if rank == 0:
-        if final.exists():
-            shutil.rmtree(final)
+        run_files = RunFiles(out)
+        stay = run_files.remove(final) if final.exists() else []  # this step's checkpoint again, over the old one
+        if stay:
+            raise FileExistsError(
+                f"{out} holds {', '.join(stay)}, which training did not write: move it out and resume"
+            )
+        run_files.record_folder(final, source=temporary)  # listed first: a kill in between leaves nothing unlisted
         os.replace(temporary, final)
         for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            stay = run_files.remove(old)
+            if stay:
+                print(f"warning: {old} kept: it holds {', '.join(stay)}, which training did not write", file=sys.stderr)
     _barrier()
     return final
 

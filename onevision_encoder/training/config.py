@@ -70,7 +70,9 @@ class OptimSettings:
 @dataclass
 class DataSettings:
     manifest: str = ""  # JSONL manifest, a .tar shard, or a folder of .tar shards
-    synthetic: dict[str, Any] | None = None  # generate a synthetic dataset here when the manifest is missing
+    # A synthetic set: generated beside the manifest when it is missing, or, without a manifest, into the run's
+    # folder (OUT/synthetic-data/).
+    synthetic: dict[str, Any] | None = None
     workers: int = 0  # processes building batches ahead of the step (0: in the training process)
     prefetch: int = 2  # batches each worker builds ahead
 
@@ -169,8 +171,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         train=settings_from(TrainSettings, raw.get("train"), f"{path}: train"),
         source=path.resolve(),
     )
-    if not config.data.manifest:
-        raise ValueError(f"{path}: data.manifest is required")
+    if not config.data.manifest and config.data.synthetic is None:
+        raise ValueError(f"{path}: data.manifest is required (or data.synthetic, generated into the run's folder)")
     if config.data.workers < 0 or config.data.prefetch < 1:
         raise ValueError(f"{path}: data.workers must be >= 0 and data.prefetch >= 1")
     return config

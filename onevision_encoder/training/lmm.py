@@ -14,8 +14,9 @@ The config is a YAML file of four sections:
   ``bf16``, ``gradient_checkpointing``, ``fsdp``, ``deepspeed``, ...), so torchrun, FSDP and DeepSpeed come
   from transformers.
 
-The run folder holds the Trainer's ``checkpoint-N/`` folders, ``metrics.jsonl`` (one line per log) and, at the
-end, ``final/``: the model and its processor, loadable with ``from_pretrained``.
+The run folder holds the Trainer's ``checkpoint-N/`` folders, ``metrics.jsonl`` (one line per log),
+``skipped.jsonl`` (the items left out, each as it is found: over ``data.max_length``) and, at the end,
+``final/``: the model and its processor, loadable with ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .config import read_mapping, settings_from
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 METRICS_FILE = "metrics.jsonl"
+SKIPPED_FILE = "skipped.jsonl"
 FINAL_FOLDER = "final"
 STAGING_FOLDER = ".final.tmp"  # final/ as it is being saved
 DTYPES = ("float32", "bfloat16", "float16")
@@ -269,11 +271,12 @@ def checkpoints(out: Path) -> list[Path]:
 
 def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> Path | None:
     """What becomes of an earlier run in ``out``: the checkpoint to resume from (``resume``), its outputs
-    deleted (``overwrite``: checkpoint folders, ``final/`` and ``metrics.jsonl`` only), or refused."""
+    deleted (``overwrite``: checkpoint folders, ``final/``, ``metrics.jsonl`` and ``skipped.jsonl`` only), or
+    refused."""
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite exclude each other")
     found = [p for p in (out.iterdir() if out.is_dir() else []) if CHECKPOINT.match(p.name) and p.is_dir()]
-    found += [out / name for name in (FINAL_FOLDER, METRICS_FILE) if (out / name).exists()]
+    found += [out / name for name in (FINAL_FOLDER, METRICS_FILE, SKIPPED_FILE) if (out / name).exists()]
     if resume:
         complete = checkpoints(out)
         if not complete:
@@ -318,10 +321,11 @@ def deepspeed_builds_optimiser(args: Any) -> bool:
 
 
 def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Train as ``config`` says into ``out``; returns the last logged metrics (with ``step``)."""
+    """Train as ``config`` says into ``out``; returns the last logged metrics, with ``step`` and ``skipped`` (the
+    number of items recorded in ``out/skipped.jsonl``)."""
     from transformers import TrainingArguments, set_seed
 
-    from .lmm_data import ConversationCollator, ConversationDataset
+    from .lmm_data import ConversationCollator, ConversationDataset, SkippedItems
     from .lmm_trainer import PartRateTrainer
 
     sources = conversation_sources(config)
@@ -343,7 +347,8 @@ def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: boo
             shutil.rmtree(out / STAGING_FOLDER, ignore_errors=True)  # a save that a killed run left unfinished
     set_seed(args.seed)  # the new projector and placeholder embeddings: one run's numbers on every rerun
     model, processor = build_model_and_processor(config)
-    dataset = ConversationDataset(sources, processor, config.data.max_length)
+    skipped = SkippedItems(out / SKIPPED_FILE)
+    dataset = ConversationDataset(sources, processor, config.data.max_length, skipped)
     trainer = PartRateTrainer(
         part_rates=part_rates,
         model=model,
@@ -362,4 +367,4 @@ def train_lmm(config: LmmConfig, out: Path, resume: bool = False, overwrite: boo
         processor.save_pretrained(str(staging))
         replace_folder(staging, out / FINAL_FOLDER)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    return {"step": trainer.state.global_step, **(logs[-1] if logs else {})}
+    return {"step": trainer.state.global_step, **(logs[-1] if logs else {}), "skipped": len(skipped.items())}

@@ -11,11 +11,14 @@ An item is ``{"conversations": [{"from": "human" | "gpt" | "system", "value": ..
 
 Media without a placeholder open the first turn (LLaVA's convention). Relative paths are relative to the
 file's image folder (by default the folder of the conversations file, where ``--pack`` writes them). Only the
-assistant turns are learnt: every other token's label is -100.
+assistant turns are learnt: every other token's label is -100. An item longer than ``max_length`` is skipped
+and recorded (:class:`SkippedItems`), never cut.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ import torch
 
 from ..conversations import IMAGE_TOKEN, VIDEO_TOKEN, ConversationsError, read_conversations
 from ..media import open_image
+
+logger = logging.getLogger(__name__)
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -60,6 +65,30 @@ class Sample:
     video: Path | None = None
 
 
+class SkippedItems:
+    """Items left out of training and why: a warning in the log and, with a ``path``, one JSON line each
+    (``{"item": ..., "reason": ...}``) appended and flushed as it is found, so a killed run still says what it
+    left out. An item met again (next epoch, another data-loading worker or rank) is not written twice."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+
+    def add(self, where: str, reason: str) -> None:
+        logger.warning("skipped %s: %s%s", where, reason, f" (recorded in {self.path})" if self.path else "")
+        if self.path is None or where in self.items():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps({"item": where, "reason": reason}, ensure_ascii=False) + "\n")
+
+    def items(self) -> dict[str, str]:
+        """Each recorded item with its reason (none without a ``path``)."""
+        if self.path is None or not self.path.is_file():
+            return {}
+        records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {record["item"]: record["reason"] for record in records}
+
+
 class ConversationDataset(torch.utils.data.Dataset):
     """The items of conversation files, checked when built (every file read, every media file found), each
     processed when asked for: ``input_ids``, ``labels`` and the processor's vision inputs.
@@ -68,17 +97,26 @@ class ConversationDataset(torch.utils.data.Dataset):
         sources: The conversation files.
         processor: An :class:`~onevision_encoder.model.llava_processing.OneVisionLlavaProcessor`; its tokenizer
             needs a chat template (set :data:`PLAIN_CHAT_TEMPLATE` for one without) and a fast tokenizer.
-        max_length: Refuse (naming the item) a sample longer than this many tokens: cutting it could cut its
-            vision tokens. ``None``: no limit.
+        max_length: Skip a sample longer than this many tokens (cutting it could cut its vision tokens): it is
+            recorded in ``skipped`` and the next item that fits takes its place. ``None``: no limit.
+        skipped: Where skipped items are recorded (default: the log only).
     """
 
-    def __init__(self, sources: list[ConversationSource], processor: Any, max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        sources: list[ConversationSource],
+        processor: Any,
+        max_length: int | None = None,
+        skipped: SkippedItems | None = None,
+    ) -> None:
         if not getattr(processor.tokenizer, "is_fast", False):
             raise ValueError("lmm-train needs a fast tokenizer (it finds the assistant's tokens by character offsets)")
         if processor.tokenizer.chat_template is None:
             raise ValueError("the tokenizer has no chat template: set one (e.g. PLAIN_CHAT_TEMPLATE)")
         self.processor = processor
         self.max_length = max_length
+        self.skipped = skipped if skipped is not None else SkippedItems()
+        self.too_long: set[int] = set()  # items found over max_length (in this process), not encoded again
         self.samples = [sample for source in sources for sample in read_samples(source)]
         if not self.samples:
             raise ValueError(f"no items in {', '.join(str(source.path) for source in sources)}")
@@ -87,11 +125,24 @@ class ConversationDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
-        try:
-            return self.encode(sample)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{sample.where}: {error}") from error
+        """Item ``index`` encoded, or, when it is over ``max_length``, the next item that fits: a batch keeps its
+        size (LLaVA's way), and the item's length is known only once its media are processed."""
+        for number in [*range(index, len(self.samples)), *range(index)]:
+            if number in self.too_long:
+                continue
+            sample = self.samples[number]
+            try:
+                encoded = self.encode(sample)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{sample.where}: {error}") from error
+            tokens = len(encoded["input_ids"])
+            if self.max_length is None or tokens <= self.max_length:
+                return encoded
+            self.too_long.add(number)
+            self.skipped.add(sample.where, f"{tokens} tokens, more than max_length {self.max_length}")
+        raise ValueError(
+            f"all {len(self.samples)} items are longer than max_length {self.max_length} tokens: raise data.max_length"
+        )
 
     def encode(self, sample: Sample) -> dict[str, Any]:
         processor = self.processor
@@ -116,8 +167,6 @@ class ConversationDataset(torch.utils.data.Dataset):
             contents = processor.expand([m["content"] for m in messages], counts)
             messages = [{**m, "content": content} for m, content in zip(messages, contents, strict=True)]
         input_ids, labels = self.tokenize(messages)
-        if self.max_length is not None and len(input_ids) > self.max_length:
-            raise ValueError(f"{len(input_ids)} tokens, more than max_length {self.max_length}")
         return {"input_ids": input_ids, "labels": labels, **vision}
 
     def tokenize(self, messages: list[dict[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:

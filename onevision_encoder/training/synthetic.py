@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..files import atomic_write
+from ..files import atomic_directory, atomic_write
 from ..video.encode import write_video
 from ..video.synthetic import texture
+
+# The folder a run's config without data.manifest gets its synthetic set in (OUT/synthetic-data/), and the
+# file in it that records the settings it was made with.
+SYNTHETIC_FOLDER = "synthetic-data"
+SETTINGS_FILE = "synthetic.json"
 
 
 def _colour(label: int, classes: int) -> tuple[int, int, int]:
@@ -77,3 +83,30 @@ def make_synthetic_dataset(
     manifest = folder / "manifest.jsonl"
     atomic_write(manifest, "".join(json.dumps(line) + "\n" for line in lines).encode())
     return manifest
+
+
+def synthetic_dataset(folder: str | Path, settings: dict[str, Any]) -> Path:
+    """The manifest of the synthetic set ``settings`` (:func:`make_synthetic_dataset`'s keywords) in ``folder``:
+    reused when made there with the same settings, else made anew, in one rename (a set made with other
+    settings is replaced: it was generated here). A ``folder`` this did not make, or holding a file it did not
+    write, is refused."""
+    folder = Path(folder)
+    recorded, manifest = folder / SETTINGS_FILE, folder / "manifest.jsonl"
+    wanted = json.loads(json.dumps(settings))  # as the file holds them (tuples as lists)
+    if recorded.is_file():
+        if json.loads(recorded.read_text()) == wanted and manifest.is_file():
+            return manifest
+        written = {SETTINGS_FILE, manifest.name}
+        if manifest.is_file():
+            written |= {json.loads(line)["path"] for line in manifest.read_text().splitlines()}
+        foreign = sorted(
+            p for p in folder.rglob("*") if not p.is_dir() and p.relative_to(folder).as_posix() not in written
+        )
+        if foreign:
+            raise FileExistsError(f"{folder} holds {foreign[0]}, which was not generated there: move it out first")
+    elif folder.exists():
+        raise FileExistsError(f"{folder} exists and holds no synthetic set of ours: move it, or choose another --out")
+    with atomic_directory(folder) as temporary:
+        make_synthetic_dataset(temporary, **settings)
+        atomic_write(temporary / SETTINGS_FILE, json.dumps(wanted, indent=1, sort_keys=True).encode())
+    return folder / "manifest.jsonl"

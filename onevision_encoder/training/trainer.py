@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -26,16 +25,24 @@ from tqdm import tqdm
 from ..distributed import agree, rank_world, setup_distributed
 from ..files import atomic_directory
 from ..model import OneVisionEncoderConfig, OneVisionEncoderImageProcessor, OneVisionEncoderModel
-from .checkpoint import CHECKPOINTS, clean_partial, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINTS,
+    RUN_FILES,
+    RunFiles,
+    clean_partial,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .data import HEADS, HeadStream, read_manifest, sample_seed, split_by_head
 from .loader import BatchLoader
 from .loss import ClusterDiscriminationLoss
 from .schedule import learning_rate_factor
 from .sharding import is_sharded, load_whole_state, rank_rows, shard_model, whole_state
-from .synthetic import make_synthetic_dataset
+from .synthetic import SYNTHETIC_FOLDER, make_synthetic_dataset, synthetic_dataset
 
-# What a run writes into its folder: all that `overwrite` deletes (other files in the folder stay).
+# Where a run writes in its folder; `overwrite` deletes there the files the run listed (RunFiles), nothing else.
 RUN_OUTPUTS = (CHECKPOINTS, "final", "metrics.jsonl", "tensorboard")
 
 
@@ -54,62 +61,44 @@ def claim_run_folder(out: str | Path, resume: bool = False, overwrite: bool = Fa
     """Settle what becomes of an earlier run in ``out``, before any work; every process calls this.
 
     Rank 0 looks and every process takes its answer, so all refuse together and only rank 0 deletes.
-    An earlier run (any of :data:`RUN_OUTPUTS`) is continued (``resume``), deleted (``overwrite``: those
-    outputs only, and only when they look like a run's) or refused with :class:`PreviousRunError`;
-    ``resume`` without a checkpoint is a ``FileNotFoundError``.
+    An earlier run (any of :data:`RUN_OUTPUTS`) is continued (``resume``), deleted (``overwrite``: the
+    files it listed in ``run-files.json`` and still holding what it wrote, :class:`~.checkpoint.RunFiles`)
+    or refused with :class:`PreviousRunError`. A file there that the run did not write is never deleted:
+    ``overwrite`` is then refused, and so is ``resume`` when it is in ``final/`` (which the run replaces
+    when it exports), with a ``FileExistsError`` naming it. ``resume`` without a checkpoint is a
+    ``FileNotFoundError``.
     """
     out = Path(out)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run in the folder, or delete it")
     rank = rank_world()[0]
+    run_files = RunFiles(out)
     seen = None
     if rank == 0:
-        found = [name for name in RUN_OUTPUTS if (out / name).exists()]
-        foreign = [name for name in found if not _written_by_training(out / name)]
-        seen = (found, foreign, latest_checkpoint(out) is not None)
-    found, foreign, has_checkpoint = agree(seen)
+        found = [name for name in RUN_OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+        replaced = found if overwrite else ["final"] if resume and "final" in found else []
+        foreign = [key for name in replaced for key in run_files.foreign(out / name)]
+        seen = (found, foreign, run_files.is_foreign_record(), latest_checkpoint(out) is not None)
+    found, foreign, foreign_record, has_checkpoint = agree(seen)
+    if foreign_record:
+        raise FileExistsError(f"{out} holds a {RUN_FILES} that is not a training run's record: choose another folder")
     if resume and not has_checkpoint:
         raise FileNotFoundError(f"{out}: --resume given but no checkpoint found")
     if found and not resume and not overwrite:
         raise PreviousRunError(out, found)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        outcome = "not deleting anything" if overwrite else "final/ is replaced when the run exports its model"
+        raise FileExistsError(
+            f"{out} holds {foreign[0]}{more}, which training did not write: {outcome} (run-files.json lists what "
+            f"it wrote); move it out of {out}, or choose another folder"
+        )
     if found and overwrite:
-        if foreign:
-            raise FileExistsError(
-                f"{out} holds {', '.join(foreign)} but not as a training run writes them: not deleting them "
-                "(delete them yourself, or choose another folder)"
-            )
         if rank == 0:
             for name in found:
-                target = out / name
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink()
+                run_files.remove(out / name)
         if dist.is_initialized():
             dist.barrier()
-
-
-def _written_by_training(path: Path) -> bool:
-    """Whether ``path`` (one of :data:`RUN_OUTPUTS`) holds what training writes there and nothing else."""
-    if path.is_symlink():
-        return False
-    if path.name == "metrics.jsonl":
-        if not path.is_file():
-            return False
-        with open(path, "rb") as log:
-            first = log.readline()
-        try:
-            return not first or "step" in json.loads(first)
-        except (ValueError, TypeError):
-            return False
-    if not path.is_dir():
-        return False
-    names = [entry.name for entry in path.iterdir()]
-    if path.name == CHECKPOINTS:
-        return all(name.startswith(("step-", ".step-")) for name in names)
-    if path.name == "final":
-        return "training_config.yaml" in names or not names
-    return all(name.startswith("events.out.tfevents") for name in names)  # tensorboard/
 
 
 # Unannotated on purpose: DDP rejects a hook whose annotations are strings (postponed evaluation).
@@ -182,13 +171,20 @@ def global_grad_norm(backbone: list[torch.nn.Parameter], centres: list[torch.nn.
     return total.sum().sqrt()
 
 
-def prepare_data(config: TrainConfig, rank: int) -> Path:
-    manifest = config.resolve(config.data.manifest)
-    if not manifest.exists() and config.data.synthetic is not None:
+def prepare_data(config: TrainConfig, rank: int, out: Path) -> Path:
+    """The manifest to train on: ``data.manifest`` (generated beside it from ``data.synthetic`` when missing),
+    or without one the ``data.synthetic`` set, generated into the run's own folder (``OUT/synthetic-data/``)."""
+    synthetic = config.data.synthetic
+    if config.data.manifest:
+        manifest = config.resolve(config.data.manifest)
+        if synthetic is not None and not manifest.exists() and rank == 0:
+            make_synthetic_dataset(manifest.parent, **synthetic)
+    else:
+        manifest = out / SYNTHETIC_FOLDER / "manifest.jsonl"
         if rank == 0:
-            make_synthetic_dataset(manifest.parent, **config.data.synthetic)
-        if dist.is_initialized():
-            dist.barrier()
+            synthetic_dataset(out / SYNTHETIC_FOLDER, synthetic)
+    if synthetic is not None and dist.is_initialized():
+        dist.barrier()  # every process reads what rank 0 generated
     return manifest
 
 
@@ -210,7 +206,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
 
-    samples = split_by_head(read_manifest(prepare_data(config, rank)))
+    samples = split_by_head(read_manifest(prepare_data(config, rank, out)))
     missing = [head for head in config.heads if head not in samples]
     if missing:
         raise ValueError(f"the manifest has no sample for head(s) {missing}")
@@ -304,6 +300,8 @@ def train(
         }
         if rank == 0 and (step % config.train.log_every == 0 or step == end):
             progress.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+            if not (out / "metrics.jsonl").exists():
+                RunFiles(out).record_log(out / "metrics.jsonl")  # listed before it exists: never an unlisted log
             with open(out / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(metrics) + "\n")
             if writer is not None:
@@ -334,13 +332,23 @@ def train(
 def export(
     model: OneVisionEncoderModel, config: TrainConfig, folder: Path, state: dict[str, torch.Tensor] | None = None
 ) -> None:
-    """Weights, config and processor, loadable by ``from_pretrained`` / ``AutoModel``. A sharded model
-    passes its gathered ``state`` (every process calls this then; only rank 0 writes)."""
+    """Weights, config and processor, loadable by ``from_pretrained`` / ``AutoModel``, into ``folder`` (the
+    run's ``final/``, listed in its :class:`~.checkpoint.RunFiles`). A sharded model passes its gathered
+    ``state`` (every process calls this then; only rank 0 writes). An earlier export there is replaced,
+    but not a folder holding a file the run did not write (``FileExistsError``: the last checkpoint is
+    saved, so ``--resume`` exports again once it is moved out)."""
     if state is not None:
         if rank_world()[0] != 0:
             return
         model = OneVisionEncoderModel(model.config)
         load_whole_state(model, state)
+    run_files = RunFiles(folder.parent)
+    foreign = run_files.foreign(folder)
+    if foreign:
+        raise FileExistsError(
+            f"{folder.parent} holds {', '.join(foreign)}, which training did not write: the model is not exported "
+            "over it; move it out and --resume to export"
+        )
     with atomic_directory(folder) as temporary:
         model.save_pretrained(temporary)
         resolution = config.heads.get("image", next(iter(config.heads.values()))).resolution
@@ -351,6 +359,7 @@ def export(
         )
         processor.save_pretrained(temporary)
         (temporary / "training_config.yaml").write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
+        run_files.record_folder(folder, source=temporary)  # listed first: a kill in between leaves nothing unlisted
 
 
 def _local(parameter: torch.Tensor) -> torch.Tensor:
@@ -374,4 +383,10 @@ def _tensorboard(out: Path) -> Any:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as error:
         raise ImportError("train.tensorboard: true needs the tensorboard package: pip install tensorboard") from error
-    return SummaryWriter(str(out / "tensorboard"))
+    folder = out / "tensorboard"
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    writer = SummaryWriter(str(folder))  # creates its events file at once
+    run_files = RunFiles(out)
+    for events in sorted(set(folder.iterdir()) - before):
+        run_files.record_log(events)
+    return writer

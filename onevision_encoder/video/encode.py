@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,21 +25,31 @@ def write_video(
     crf: int = 23,
     preset: str = "fast",
     rotation: int = 0,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Encode RGB uint8 frames ``[H, W, 3]`` as the release prepared clips: fixed GOP, no B-frames,
     one reference, no scene-cut keyframes, yuv420p. ``rotation`` (degrees) is stored as display
-    metadata. Written to a temporary file and renamed into place."""
+    metadata, ``metadata`` as the container's tags (e.g. ``comment``). Written to a temporary file and
+    renamed into place."""
     if codec not in ENCODERS:
         raise ValueError(f"codec must be one of {sorted(ENCODERS)}, got {codec!r}")
     if gop < 1:
         raise ValueError(f"gop must be >= 1, got {gop}")
     with atomic_path(path) as temporary:
-        _encode(str(temporary), iter(frames), codec, fps, gop, crf, preset, rotation)
+        _encode(str(temporary), iter(frames), codec, fps, gop, crf, preset, rotation, metadata or {})
     return Path(path)
 
 
 def _encode(
-    path: str, frames: Iterator[np.ndarray], codec: str, fps: float, gop: int, crf: int, preset: str, rotation: int
+    path: str,
+    frames: Iterator[np.ndarray],
+    codec: str,
+    fps: float,
+    gop: int,
+    crf: int,
+    preset: str,
+    rotation: int,
+    metadata: Mapping[str, str],
 ) -> None:
     first = next(frames, None)
     if first is None:
@@ -49,6 +59,7 @@ def _encode(
         raise ValueError(f"frame size {width}x{height} must be even for yuv420p")
     gop_params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:ref=1"
     with av.open(path, "w") as container:
+        container.metadata.update(metadata)
         stream = container.add_stream(ENCODERS[codec], rate=Fraction(fps).limit_denominator(100000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         options = {"crf": str(crf), "preset": preset}
