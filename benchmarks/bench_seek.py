@@ -7,11 +7,12 @@
    (``VideoReader(seek=False)``: the cost before seeking), whose result must be bitwise the same.
 
 The video is generated once (x264 ultrafast, a panning texture with a moving square, 25 fps, a key frame
-every 50 frames, no B frames: about a minute on 2 cores) and cached in ``--cache``. Jobs run interleaved,
-once each per round; each figure is the median over ``--rounds`` rounds, and each ratio is taken from the
+every 50 frames, no B frames: about a minute on 2 cores) and cached in ``--cache``; ``--codec`` encodes it
+with another encoder instead (MPEG-2 and MPEG-4 Part 2 with B frames, VP8, AV1), with the same GOP. Jobs run
+interleaved, once each per round; each figure is the median over ``--rounds`` rounds, and each ratio is taken from the
 medians of the same run.
 
-    python benchmarks/bench_seek.py [--minutes 10] [--rounds 5] [--cache DIR]
+    python benchmarks/bench_seek.py [--minutes 10] [--rounds 5] [--cache DIR] [--codec libx264]
 """
 
 from __future__ import annotations
@@ -35,11 +36,23 @@ from onevision_encoder.codec.reader import VideoReader
 
 FPS, GOP, HEIGHT, WIDTH = 25, 50, 720, 1280
 CLIP_SECONDS = 10
+ENCODERS = {  # encoder -> (file suffix, its options)
+    "libx264": (
+        ".mp4",
+        {"preset": "ultrafast", "crf": "26", "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0"},
+    ),
+    "mpeg2video": (".mp4", {"g": str(GOP), "bf": "2", "b": "6M"}),
+    "mpeg4": (".mp4", {"g": str(GOP), "bf": "2", "b": "6M"}),
+    "libvpx": (".webm", {"g": str(GOP), "deadline": "realtime", "cpu-used": "8", "b": "4M"}),
+    "libsvtav1": (".mkv", {"g": str(GOP), "preset": "12", "svtav1-params": "scd=0"}),
+}
 
 
-def long_video(folder: Path, minutes: float) -> Path:
+def long_video(folder: Path, minutes: float, encoder: str = "libx264") -> Path:
     """The cached test video, made on first use: a panning texture (2 px per frame) and a moving square."""
-    path = folder / f"long-{HEIGHT}p-{minutes:g}min-gop{GOP}.mp4"
+    suffix, options = ENCODERS[encoder]
+    name = "" if encoder == "libx264" else f"-{encoder}"
+    path = folder / f"long-{HEIGHT}p-{minutes:g}min-gop{GOP}{name}{suffix}"
     if path.exists():
         return path
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,12 +66,11 @@ def long_video(folder: Path, minutes: float) -> Path:
     planes = np.empty((HEIGHT * 3 // 2, WIDTH), np.uint8)  # yuv420p: Y, then U and V as rows of half-rows
     quarter = HEIGHT // 4
     print(f"generating {path} ({minutes:g} min of {WIDTH}x{HEIGHT}, once) ...", flush=True)
-    partial = path.with_suffix(".partial.mp4")
+    partial = path.with_suffix(".partial" + suffix)
     with av.open(str(partial), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
+        stream = container.add_stream(encoder, rate=FPS)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        gop = f"keyint={GOP}:min-keyint={GOP}:scenecut=0"
-        stream.options = {"preset": "ultrafast", "crf": "26", "x264-params": gop}
+        stream.options = options
         for index in range(round(minutes * 60 * FPS)):
             x = index * 2 % period
             planes[:HEIGHT] = y_strip[:, x : x + WIDTH]
@@ -136,13 +148,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "onevision-bench")
+    parser.add_argument("--codec", choices=sorted(ENCODERS), default="libx264", help="the encoder of the video")
     args = parser.parse_args()
 
-    video = long_video(args.cache, args.minutes)
+    video = long_video(args.cache, args.minutes, args.codec)
     with VideoReader(video) as reader:
         frames = reader.info.num_frames
     clip = (frames - CLIP_SECONDS * FPS, frames)
-    tail = copy_tail(video, args.cache / f"{video.stem}-last{CLIP_SECONDS}s.mp4", clip[0])
+    tail = copy_tail(video, args.cache / f"{video.stem}-last{CLIP_SECONDS}s{video.suffix}", clip[0])
 
     ours, before = select_patches(video), select_unseeking(video)
     same = np.array_equal(ours.scores, before.scores) and np.array_equal(ours.visible_indices, before.visible_indices)

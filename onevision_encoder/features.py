@@ -144,7 +144,12 @@ def encode_tensors(
     indices = None
     if samples[0].visible_indices is not None:
         indices = torch.stack([s.visible_indices for s in samples]).to(parameter.device)
-    output = model(pixel_values=pixels, visible_indices=indices, output_hidden_states=layer is not None)
+    output = model(
+        pixel_values=pixels,
+        visible_indices=indices,
+        output_hidden_states=layer is not None,
+        output_pooler=pooled,
+    )
     if pooled:
         values = output.pooler_output
     elif layer is not None:

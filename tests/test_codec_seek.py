@@ -2,6 +2,7 @@
 non-reference B frames left out, and every result bitwise that of a decode from the first frame."""
 
 import functools
+import json
 
 import av
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from av.video.frame import PictureType
 from conftest import write_stream
 
+from onevision_encoder.codec import reader as reader_module
 from onevision_encoder.codec import select as select_module
 from onevision_encoder.codec import select_patches
 from onevision_encoder.codec.bitstream import is_disposable, is_random_access, nal_length_size
@@ -25,6 +27,15 @@ STREAMS = {  # file name -> (encoder, options, container format or None for the 
     "h264-open.ts": ("libx264", {"x264-params": X264_B + ":open-gop=1"}, "mpegts"),
     "hevc-cra.mp4": ("libx265", {"x265-params": "keyint=30:min-keyint=30:scenecut=0:bframes=4:log-level=error"}, None),
     "vp9.webm": ("libvpx-vp9", {"g": "30", "deadline": "realtime", "cpu-used": "8"}, None),
+    "vp8.webm": ("libvpx", {"g": "30", "deadline": "realtime", "cpu-used": "8"}, None),
+    "av1.mp4": ("libsvtav1", {"g": "30", "preset": "12", "svtav1-params": "scd=0"}, None),
+    "av1.mkv": ("libsvtav1", {"g": "30", "preset": "12", "svtav1-params": "scd=0"}, None),
+    "mpeg2.mp4": ("mpeg2video", {"g": "30", "bf": "2"}, None),
+    "mpeg2.ts": ("mpeg2video", {"g": "30", "bf": "2"}, "mpegts"),
+    "mpeg4.mp4": ("mpeg4", {"g": "30", "bf": "2"}, None),
+    "mpeg4.mkv": ("mpeg4", {"g": "30", "bf": "2"}, None),
+    # AVI declares its frame count, so no counting pass runs (its timestamps follow decoding order: no B-frames).
+    "h264.avi": ("libx264", {"x264-params": "keyint=30:min-keyint=30:scenecut=0:bframes=0"}, None),
 }
 SEEKABLE = [*STREAMS]
 
@@ -91,9 +102,15 @@ PLANS = {
 
 @pytest.mark.parametrize("name", SEEKABLE)
 def test_every_key_frame_of_these_streams_is_a_seek_point(streams, name):
+    with av.open(str(streams[name])) as container:
+        packets = [packet for packet in container.demux(video=0) if packet.size]
+    shown = sorted(packet.pts for packet in packets)
+    keys = sorted(shown.index(packet.pts) for packet in packets if packet.is_keyframe)
+    assert set(range(0, FRAMES, GOP)) <= set(keys)  # mpeg2video also ends on an I picture
     with VideoReader(streams[name]) as reader:
+        next(reader.samples([FRAMES - 1]))  # the index may wait for frames a seek could skip to
         assert reader._index is not None and reader.info.num_frames == FRAMES
-        assert reader._index.seek_points.tolist() == list(range(0, FRAMES, GOP))
+        assert reader._index.seek_points.tolist() == keys
 
 
 def test_non_idr_i_frames_flagged_as_key_frames_are_not_seek_points(streams):
@@ -142,8 +159,45 @@ def test_random_access_and_disposable_packets_from_their_headers():
         assert not is_disposable("h264", pack(b_nonref, b_ref), size)
         assert not is_disposable("h264", pack(p_slice), size)
     assert not is_random_access("h264", avcc(idr)[:-1], 4)  # cut short: not trusted
-    assert not is_random_access("mpeg4", b"\x00\x00\x01\xb6", None)  # codecs not checked never seek
+    assert not is_random_access("h263", b"\x00\x00\x80\x02", None)  # codecs not checked never seek
     assert nal_length_size("h264", bytes([1, 100, 0, 31, 0xFF])) == 4 and nal_length_size("h264", b"\0\0\0\1") is None
+
+
+def test_random_access_of_vp8_av1_mpeg2_and_mpeg4_from_their_headers():
+    vp8_key = bytes([0x50, 0x4C, 0x00, 0x9D, 0x01, 0x2A])  # frame type 0 (key), show_frame 1, start code
+    assert is_random_access("vp8", vp8_key, None)
+    assert not is_random_access("vp8", bytes([0x40, *vp8_key[1:]]), None)  # a hidden key frame
+    assert not is_random_access("vp8", bytes([0xF1, 0x06, 0x00, 0x0B, 0x10, 0xAC]), None)  # an inter frame
+
+    def obu(kind, payload):  # with obu_has_size_field
+        return bytes([kind << 3 | 0x2, len(payload)]) + payload
+
+    sequence = obu(1, bytes([0x00, 0x00, 0x00]))  # seq_profile 0, still_picture 0, reduced_still_picture_header 0
+    shown_key = obu(6, bytes([0b0001_0000]))  # show_existing_frame 0, frame_type 0 (KEY_FRAME), show_frame 1
+    assert is_random_access("av1", obu(2, b"") + sequence + shown_key, None)  # temporal delimiter first
+    assert not is_random_access("av1", shown_key, None)  # no sequence header in the temporal unit
+    assert not is_random_access("av1", sequence + obu(6, bytes([0b0000_0000])), None)  # a hidden key frame
+    assert not is_random_access("av1", sequence + obu(3, bytes([0b0101_0000])), None)  # an intra-only frame
+    assert not is_random_access("av1", sequence + obu(6, bytes([0b1000_0000])), None)  # show_existing_frame
+    assert not is_random_access("av1", sequence + bytes([6 << 3 | 0x2, 0x85]), None)  # a size past the end
+
+    def start_codes(*units):
+        return b"".join(b"\x00\x00\x01" + unit for unit in units)
+
+    sequence_header, i_picture, p_picture = (
+        bytes([0xB3, 0x08, 0x00]),
+        bytes([0x00, 0x00, 0x0F]),
+        bytes([0x00, 0x00, 0xD7]),
+    )
+    slice_ = bytes([0x01, 0x22])
+    assert is_random_access("mpeg2video", start_codes(sequence_header, bytes([0xB8, 0x01]), i_picture, slice_), None)
+    assert not is_random_access("mpeg2video", start_codes(i_picture, slice_), None)  # no sequence header
+    assert not is_random_access("mpeg2video", start_codes(sequence_header, p_picture, slice_), None)
+    assert not is_random_access("mpeg2video", start_codes(sequence_header, i_picture, slice_, p_picture), None)
+    i_vop, p_vop = bytes([0xB6, 0x10]), bytes([0xB6, 0x51])  # vop_coding_type 0 (I), 1 (P)
+    assert is_random_access("mpeg4", start_codes(bytes([0xB3, 0x00, 0x10]), i_vop), None)
+    assert not is_random_access("mpeg4", start_codes(p_vop), None)
+    assert not is_random_access("mpeg4", start_codes(i_vop, p_vop), None)  # a packed bitstream
 
 
 def test_runs_seek_only_when_that_skips_frames():
@@ -176,7 +230,9 @@ def test_samples_are_bitwise_those_of_a_full_decode(streams, name, plan):
         assert stats.seeks > 0 and stats.frames < full_stats.frames
 
 
-@pytest.mark.parametrize("name", ["h264-open.mp4", "hevc-cra.mp4", "vp9.webm"])
+@pytest.mark.parametrize(
+    "name", ["h264-open.mp4", "hevc-cra.mp4", "vp9.webm", "vp8.webm", "av1.mkv", "mpeg2.ts", "mpeg4.mp4"]
+)
 def test_selection_of_a_clip_is_bitwise_the_full_decodes(streams, name, monkeypatch):
     options = dict(num_frames=8, num_patches=96, anchors="none", frame_range=(FRAMES - 45, FRAMES - 2))
     ours = select_patches(streams[name], **options)
@@ -237,3 +293,34 @@ def test_cost_follows_the_sampled_frames(streams):
     path = streams["h264-closed.mp4"]
     _, stats, _ = read(path, sample_frame_ids(FRAMES, 8, (FRAMES - 40, FRAMES)))
     assert stats.frames <= 40 + GOP + 4
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_the_packet_scan_runs_only_when_a_seek_could_skip_frames(streams, plan, monkeypatch):
+    """AVI declares its frame count, so no counting pass runs: frames are indexed only for a plan with gaps a
+    seek could skip (every 4th frame has none), and the frames are those of a full decode either way."""
+    path, ids = streams["h264.avi"], PLANS[plan](FRAMES)
+    scans = []
+    scan = reader_module._count_packets
+    monkeypatch.setattr(
+        reader_module, "_count_packets", lambda *args, **kwargs: scans.append(1) or scan(*args, **kwargs)
+    )
+    ours, stats, index = read(path, ids)
+    expected = 0 if plan == "every 4th" else 1
+    assert len(scans) == expected and stats.scans == expected
+    assert (index is not None) == bool(expected) and (stats.seeks > 0) == bool(expected)
+    assert ours == read(path, ids, seek=False)[0]
+    assert len(scans) == expected  # seek=False never scans a file that declares its frame count
+
+
+def test_decode_statistics_go_into_meta_json(streams, tmp_path, monkeypatch):
+    options = dict(num_frames=8, num_patches=96, anchors="none", frame_range=(FRAMES - 45, FRAMES - 2))
+    selection = select_patches(streams["av1.mkv"], **options)
+    meta = json.loads((selection.save(tmp_path / "selection") / "meta.json").read_text())
+    decode = meta["decode"]
+    assert "made_by" in meta and set(decode) >= {"frames", "seeks", "skipped", "restarts", "scans", "seconds"}
+    assert decode["seeks"] > 0 and decode["restarts"] == 0 and decode["scans"] == 1 and decode["seconds"] > 0
+    assert decode["motion_sources"] == {"estimate": 8}  # AV1 exports no vectors
+    unseeking(monkeypatch)
+    full = select_patches(streams["av1.mkv"], **options).meta["decode"]
+    assert full["seeks"] == 0 and full["frames"] > decode["frames"] >= 8

@@ -14,6 +14,14 @@ it. A flagged key frame counts as a random access point only when its own bitstr
 - HEVC: an IRAP picture (BLA, IDR or CRA, NAL types 16-21): the pictures that follow it in both decoding and
   output order decode correctly; only its leading (RASL) pictures may not.
 - VP9: a shown key frame, which refreshes every reference slot.
+- VP8: a shown key frame (it resets the last, golden and alt-ref references).
+- AV1: a temporal unit that carries a sequence header and whose first frame is a shown ``KEY_FRAME`` (it
+  refreshes every reference slot), as AV1 in ISOBMFF and Matroska requires of a sync sample. A key frame
+  hidden and shown later (``show_existing_frame``) is not.
+- MPEG-2 and MPEG-4 Part 2: a packet of I pictures (VOPs) only, MPEG-2's after a sequence header (which resets
+  the quantiser matrices). B pictures reference only the two anchors around them in display order, so the
+  pictures shown from the I picture on never reference one before it; the leading B pictures of an open GOP
+  may, and are never used.
 
 Any other codec, or a packet that cannot be parsed, is not a random access point here (the caller decodes
 from an earlier one, or from the start).
@@ -27,14 +35,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-# Codecs whose key frames this module can check.
-CHECKED_CODECS = frozenset({"h264", "hevc", "vp9"})
+# Codecs whose key frames this module can check (FFmpeg codec names, not decoder names: AV1 decodes with libdav1d).
+CHECKED_CODECS = frozenset({"h264", "hevc", "vp9", "vp8", "av1", "mpeg2video", "mpeg4"})
 
 H264_IDR, H264_SEI, H264_SLICE = 5, 6, 1
 H264_RECOVERY_POINT = 6  # SEI payload type
 H264_B_SLICE, H264_I_SLICE = 1, 2  # slice_type % 5
 HEVC_IRAP = range(16, 22)  # BLA_W_LP .. CRA_NUT
 HEVC_VCL = range(32)
+AV1_SEQUENCE_HEADER, AV1_FRAME_HEADER, AV1_FRAME = 1, 3, 6  # obu_type
+MPEG2_SEQUENCE_HEADER, MPEG2_PICTURE, MPEG2_I_PICTURE = 0xB3, 0x00, 1  # start codes; picture_coding_type
+MPEG4_VOP, MPEG4_I_VOP = 0xB6, 0  # start code; vop_coding_type
 
 
 def nal_length_size(codec: str, extradata: bytes | None) -> int | None:
@@ -58,6 +69,14 @@ def is_random_access(codec: str, data: bytes, length_size: int | None) -> bool:
             return _hevc_random_access(list(nal_units(data, length_size)))
         if codec == "vp9":
             return _vp9_shown_key_frame(data)
+        if codec == "vp8":
+            return _vp8_shown_key_frame(data)
+        if codec == "av1":
+            return _av1_random_access(data)
+        if codec == "mpeg2video":
+            return _mpeg2_random_access(list(nal_units(data, None)))
+        if codec == "mpeg4":
+            return _mpeg4_random_access(list(nal_units(data, None)))
     except (IndexError, ValueError):  # a packet too short for what its headers announce
         return False
     return False
@@ -158,6 +177,61 @@ def _vp9_shown_key_frame(data: bytes) -> bool:
         return False
     frame_type, show_frame = bits.bit(), bits.bit()
     return frame_type == 0 and show_frame == 1  # frame_type 0: KEY_FRAME
+
+
+def _vp8_shown_key_frame(data: bytes) -> bool:
+    # The 3-byte frame tag (little-endian): bit 0 frame type (0: key frame), bit 4 show_frame; a key frame's
+    # start code follows.
+    return data[0] & 0x01 == 0 and data[0] & 0x10 != 0 and data[3:6] == b"\x9d\x01\x2a"
+
+
+def _av1_random_access(data: bytes) -> bool:
+    """A temporal unit with a sequence header whose first frame header is a shown KEY_FRAME."""
+    position, reduced_still_header = 0, None
+    while position < len(data):
+        header = data[position]
+        kind, extended, sized = (header >> 3) & 0xF, header & 0x4, header & 0x2
+        position += 2 if extended else 1
+        size = len(data) - position
+        if sized:
+            size, position = _leb128(data, position)
+        payload = data[position : position + size]
+        position += size
+        if kind == AV1_SEQUENCE_HEADER:
+            reduced_still_header = (payload[0] >> 3) & 1  # after seq_profile (3 bits) and still_picture
+        elif kind in (AV1_FRAME_HEADER, AV1_FRAME):
+            if reduced_still_header is None:
+                return False
+            if reduced_still_header:
+                return True  # a still picture: one shown key frame
+            bits = _Bits(payload)
+            show_existing_frame, frame_type, show_frame = bits.bit(), bits.bits(2), bits.bit()
+            return show_existing_frame == 0 and frame_type == 0 and show_frame == 1  # 0: KEY_FRAME
+    return False
+
+
+def _leb128(data: bytes, position: int) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 56, 7):
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+    raise ValueError("malformed leb128 size")
+
+
+def _mpeg2_random_access(units: list[bytes]) -> bool:
+    # picture_header: temporal_reference (10 bits), then picture_coding_type (3 bits).
+    kinds = [unit[0] for unit in units]
+    if MPEG2_PICTURE not in kinds or MPEG2_SEQUENCE_HEADER not in kinds[: kinds.index(MPEG2_PICTURE)]:
+        return False
+    return all((unit[2] >> 3) & 7 == MPEG2_I_PICTURE for unit in units if unit[0] == MPEG2_PICTURE)
+
+
+def _mpeg4_random_access(units: list[bytes]) -> bool:
+    vops = [unit for unit in units if unit[0] == MPEG4_VOP]
+    return bool(vops) and all(unit[1] >> 6 == MPEG4_I_VOP for unit in vops)
 
 
 def _rbsp(payload: bytes) -> bytes:

@@ -44,6 +44,19 @@ def pack_mosaic_names(folder: Path) -> list[str]:
     return sorted((p.name for p in folder.glob("mosaic_*")), key=lambda name: int(name.split("_")[1].split(".")[0]))
 
 
+def selection_agreement(positions_thw: np.ndarray, reference_thw: np.ndarray, first_frame: int = 1) -> float:
+    """Jaccard index of two selections' ``(t, h, w)`` sets over frames ``t >= first_frame``: how far a selection
+    reproduces another (the release's published ones; the ``lmm`` preset keeps frame 0 whole in both)."""
+
+    def kept(positions: np.ndarray) -> set[tuple[int, ...]]:
+        positions = np.asarray(positions).reshape(-1, 3)
+        return set(map(tuple, positions[positions[:, 0] >= first_frame].tolist()))
+
+    ours, theirs = kept(positions_thw), kept(reference_thw)
+    union = ours | theirs
+    return len(ours & theirs) / len(union) if union else 1.0
+
+
 @dataclass
 class CodecSelection:
     """K patches of a ``T x Hp x Wp`` grid chosen from a video.

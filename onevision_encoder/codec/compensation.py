@@ -67,7 +67,12 @@ def _median(flat: np.ndarray) -> np.ndarray:
 
 
 def check_against_camera(
-    field_qpel: np.ndarray, method: str, luma: np.ndarray, reference: np.ndarray, luma_hw: tuple[int, int]
+    field_qpel: np.ndarray,
+    method: str,
+    luma: np.ndarray,
+    reference: np.ndarray,
+    luma_hw: tuple[int, int],
+    check: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The field with each vector checked against the pictures, the camera's motion, and the prediction.
 
@@ -86,10 +91,11 @@ def check_against_camera(
     field's prediction ``MC(Y_ref, field)`` (uint8, working plane), pixel for pixel from the two predictions
     already made: a camera translation's cells come from :func:`~.motion.translated`, equal to the remap's
     samples for whole pixels and within a grey level's rounding of them for sub-pixel ones. With
-    ``motion.PREDICTION_TOLERANCE = None`` the vectors are taken as coded (to measure what the check is worth).
+    ``check=False`` (the ``lmm`` preset, as the release's reader) or ``motion.PREDICTION_TOLERANCE = None`` the
+    vectors are taken as coded.
     """
     coded = motion_compensated(reference, field_qpel, luma_hw)
-    if motion.PREDICTION_TOLERANCE is None:
+    if not check or motion.PREDICTION_TOLERANCE is None:
         return field_qpel, fit_camera(field_qpel, method), coded
     own = cell_errors(luma, coded, luma_hw)
     fitted = field_qpel

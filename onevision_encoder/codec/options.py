@@ -20,6 +20,7 @@ ANCHOR_POLICIES = ("gop", "first", "none")
 MOTION_MODES = ("auto", "codec", "estimate")
 FUSIONS = ("weighted", "max", "sum", "geomean")
 RESIDUAL_MODES = ("abs", "gradient")
+MOTION_WITHOUT_VECTORS = ("estimate", "zero")
 
 
 UNSET: Any = object()  # "take the preset's value" where None is itself a value (static_threshold)
@@ -123,6 +124,10 @@ class SelectionOptions:
     keep_frames: bool = False
     frame_range: tuple[int, int] | None = None
     allow_truncated: bool = False
+    # Not keywords of select_patches: how a preset treats the coded vectors (see presets.py).
+    check_vectors: bool = True
+    motion_without_vectors: str = "estimate"
+    mv_norm_floor: float = 1.0
 
     def __post_init__(self) -> None:
         checked: dict[str, Any] = {"preset": check_choice("preset", self.preset, sorted(SELECTION_PRESETS))}
@@ -160,7 +165,11 @@ class SelectionOptions:
         if self.static_threshold is not None:
             checked["static_threshold"] = check_real("static_threshold", self.static_threshold)
         checked["frame_range"] = _frame_range(self.frame_range)
-        for flag in ("inconsistency", "keep_frames", "allow_truncated"):
+        checked["motion_without_vectors"] = check_choice(
+            "motion_without_vectors", self.motion_without_vectors, MOTION_WITHOUT_VECTORS
+        )
+        checked["mv_norm_floor"] = check_real("mv_norm_floor", self.mv_norm_floor)
+        for flag in ("inconsistency", "keep_frames", "allow_truncated", "check_vectors"):
             checked[flag] = check_flag(flag, getattr(self, flag))
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -214,6 +223,9 @@ class SelectionOptions:
             keep_frames=keep_frames,
             frame_range=frame_range,
             allow_truncated=allow_truncated,
+            check_vectors=defaults.check_vectors,
+            motion_without_vectors=defaults.motion_without_vectors,
+            mv_norm_floor=defaults.mv_norm_floor,
         )
 
     @property

@@ -1,5 +1,7 @@
 """The release's selection pipelines, ``encoder`` and ``lmm``: the geometry and defaults each preset gives
-``select_patches`` (every value overridable; checked in :mod:`.options`). Standard library only."""
+``select_patches`` (every value overridable but ``check_vectors``, ``motion_without_vectors`` and
+``mv_norm_floor``, which say how a pipeline reads the coded vectors; checked in :mod:`.options`). Standard
+library only."""
 
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ class SelectionPreset:
     anchors: str
     static_threshold: float | None
     mv_precision: str
+    # The prediction check of coded vectors (compensation.check_against_camera); off: vectors as coded.
+    check_vectors: bool
+    # Motion of a frame without coded vectors (intra frames, frames the decoder exported none for) in a stream
+    # whose codec exports them: "estimate" (optical flow) or "zero" (the release's reader: no vector, no motion).
+    motion_without_vectors: str
+    mv_norm_floor: float  # floor of the motion energy's per-frame P95 (pixels)
 
 
 SELECTION_PRESETS: dict[str, SelectionPreset] = {
@@ -26,8 +34,16 @@ SELECTION_PRESETS: dict[str, SelectionPreset] = {
     # anchors="gop" keeps sampled frames 0, 16, 32, 48 whole as the training data did.
     # Quarter-pel motion: whole pixels lost object precision on generated pans (worst 0.965 vs 0.976,
     # benchmarks/bench_selection_quality.py) and codec/estimated agreement (Jaccard 0.90 vs 0.94).
-    "encoder": SelectionPreset("short_side_crop", 224, 14, 2048, "similarity", 0.3, "gop", 0.25, "qpel"),
+    # The prediction check, estimated motion for frames without vectors and a 1-pixel motion floor are this
+    # package's robustness steps (saliency.py, compensation.py).
+    "encoder": SelectionPreset(
+        "short_side_crop", 224, 14, 2048, "similarity", 0.3, "gop", 0.25, "qpel", True, "estimate", 1.0
+    ),
     # LLaVA-style LMM: long side 576 zero-padded to 576x576, p=16, K = 8 x 1296, first frame whole.
-    # Whole-pixel vectors truncated toward zero, as the release's reader exported them for the LMM's data.
-    "lmm": SelectionPreset("long_side_pad", 576, 16, 8 * 1296, "median", 0.0, "first", None, "pel"),
+    # Fidelity to the release's LMM data first: its reader's vectors as coded (whole pixels truncated toward
+    # zero, no prediction check), zero motion where a frame has none, its motion floor 1e-6. Agreement with
+    # its published selection: benchmarks/bench_release_agreement.py.
+    "lmm": SelectionPreset(
+        "long_side_pad", 576, 16, 8 * 1296, "median", 0.0, "first", None, "pel", False, "zero", 1e-6
+    ),
 }

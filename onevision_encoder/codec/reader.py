@@ -8,13 +8,14 @@ that I/P frame too). Frames without codec vectors take the frame shown just befo
 which their motion is estimated. Nothing else is kept, so memory stays bounded whatever the
 video's length.
 
-Cost follows what is sampled (H.264, HEVC and VP9 streams whose packets all carry distinct timestamps):
-frames are placed by their timestamps from a packet scan (:mod:`.seeking`), decoding seeks ahead to the last
-random access point before a sampled frame when that skips frames (a clip at the end of a long video, or
-samples further apart than the GOP), and H.264 non-reference B frames that are neither sampled nor the frame
-before a sampled one are not decoded. The frames, vectors and references are bitwise those of a decode from
-the first frame: every decoded frame is checked to arrive at its expected index, and on any surprise the
-reader decodes from the first frame instead (``stats.restarts``).
+Cost follows what is sampled (streams of the codecs :mod:`.bitstream` checks whose packets all carry distinct
+timestamps): frames are placed by their timestamps from a packet scan (:mod:`.seeking`; made with the frame
+count's own pass where there is one, else only when the sampled frames leave gaps a seek could skip),
+decoding seeks ahead to the last random access point before a sampled frame when that skips frames (a clip
+at the end of a long video, or samples further apart than the GOP), and H.264 non-reference B frames that
+are neither sampled nor the frame before a sampled one are not decoded. The frames, vectors and references
+are bitwise those of a decode from the first frame: every decoded frame is checked to arrive at its expected
+index, and on any surprise the reader decodes from the first frame instead (``stats.restarts``).
 
 Decoding stays slice-threaded (PyAV's default). Frame threading exports different vectors run to run for
 H.264 B frames (not P frames) and gives bit-exact pixels for every codec, but it costs about a third more
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -41,7 +43,7 @@ from av.video.reformatter import VideoReformatter
 
 from .bitstream import CHECKED_CODECS, is_disposable, is_random_access, nal_length_size
 from .errors import CorruptVideoError, ImageNotVideoError, NotAVideoError, VideoNotFoundError
-from .seeking import FrameIndex
+from .seeking import FrameIndex, may_seek
 
 # Decoders whose frames FFmpeg can annotate with motion-vector side data (flags2=+export_mvs).
 MOTION_VECTOR_CODECS = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video", "msmpeg4v2", "msmpeg4v3", "h263"})
@@ -107,12 +109,19 @@ class DecodedSample:
 @dataclass
 class DecodeStats:
     """What a :class:`VideoReader` did: frames the decoder returned, demuxer seeks, packets left undecoded
-    (non-reference B frames nobody needs) and restarts from the first frame after a surprise."""
+    (non-reference B frames nobody needs), restarts from the first frame after a surprise, demuxing passes
+    over the whole file (to count frames or index them), and the seconds spent opening, scanning and
+    decoding (not the time the caller spends between samples)."""
 
     frames: int = 0
     seeks: int = 0
     skipped: int = 0
     restarts: int = 0
+    scans: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, int | float]:
+        return {**asdict(self), "seconds": round(self.seconds, 4)}
 
 
 class _LostTrack(Exception):
@@ -129,6 +138,7 @@ class VideoReader:
     """
 
     def __init__(self, path: str | os.PathLike[str], allow_truncated: bool = False, seek: bool = True) -> None:
+        started = time.perf_counter()
         self.path = os.fspath(path)
         self.stats = DecodeStats()
         self._container = _open(self.path)
@@ -137,29 +147,29 @@ class VideoReader:
         self._skipped: set[int] = set()  # frames left out
         try:
             stream = self._stream = self._container.streams.video[0]
-            codec = self._codec = stream.codec_context.name
+            codec = stream.codec_context.name
+            self._codec = stream.codec_context.codec.canonical_name  # the bitstream's (AV1 decodes with libdav1d)
             num_frames, source, truncated = int(stream.frames or 0), "header", None
             declares_duration = not DURATION_FORMATS.isdisjoint(self._container.format.name.split(","))
-            indexed = seek and codec in CHECKED_CODECS
+            indexed = seek and self._codec in CHECKED_CODECS
             counted = num_frames <= 0 or allow_truncated or declares_duration or _may_trim(self._container)
-            self._length_size = nal_length_size(codec, stream.codec_context.extradata)
-            if indexed or counted:
-                packets = _count_packets(
-                    self.path, self._container, stream, declares_duration, index_codec=codec if indexed else None
-                )
-                if counted:
-                    truncated = _truncation(self._container, stream, num_frames, packets, declares_duration)
-                    if truncated is not None and not allow_truncated:
-                        raise CorruptVideoError(
-                            self.path,
-                            f"{truncated}; the file is truncated (allow_truncated=True or --allow-truncated "
-                            "selects from the frames it holds)",
-                        )
-                    if packets.presented != num_frames:
-                        num_frames, source = packets.presented, "packets"
-                # Frames are placed by timestamp only where the index holds exactly the frames counted.
-                if packets.index is not None and truncated is None and packets.index.num_frames == num_frames:
-                    self._index = packets.index
+            self._length_size = nal_length_size(self._codec, stream.codec_context.extradata)
+            # Where the count needs a demuxing pass anyway, the index comes with it; elsewhere it waits for
+            # samples() to ask for frames that a seek could skip to.
+            self._index_later = indexed and not counted
+            found = None  # the index the counting pass made, if any
+            if counted:
+                packets = self._scan(self._container, declares_duration, indexed)
+                truncated = _truncation(self._container, stream, num_frames, packets, declares_duration)
+                if truncated is not None and not allow_truncated:
+                    raise CorruptVideoError(
+                        self.path,
+                        f"{truncated}; the file is truncated (allow_truncated=True or --allow-truncated "
+                        "selects from the frames it holds)",
+                    )
+                if packets.presented != num_frames:
+                    num_frames, source = packets.presented, "packets"
+                found = packets.index if truncated is None else None
                 self._container.seek(0)
             if codec in MOTION_VECTOR_CODECS:
                 # Slice threading (PyAV's default) only: frame threading exports different vectors run to run.
@@ -168,8 +178,8 @@ class VideoReader:
             self._first = self._next_frame(0)
             if self._first is None:
                 raise CorruptVideoError(self.path, "no frame could be decoded")
-            if self._index is not None and self._index.frame_of(self._first.pts) != 0:
-                self._index = None  # the decoder's timestamps are not the packets': frames are counted
+            self._first_pts = self._first.pts
+            self._adopt(found, num_frames)
         except BaseException:
             self._container.close()
             raise
@@ -184,6 +194,7 @@ class VideoReader:
             pixel_format=self._first.format.name,
             truncated=truncated,
         )
+        self.stats.seconds += time.perf_counter() - started
 
     def __enter__(self) -> VideoReader:
         return self
@@ -193,6 +204,27 @@ class VideoReader:
 
     def close(self) -> None:
         self._container.close()
+
+    def _scan(self, container: av.container.InputContainer, every_stream: bool, indexed: bool) -> _Packets:
+        self.stats.scans += 1
+        stream = container.streams.video[0]
+        return _count_packets(self.path, container, stream, every_stream, index_codec=self._codec if indexed else None)
+
+    def _adopt(self, index: FrameIndex | None, num_frames: int) -> None:
+        """Place frames by timestamp only where the index holds exactly the frames counted and the decoder's
+        first frame carries the first timestamp (else the decoder's timestamps are not the packets')."""
+        usable = index is not None and index.num_frames == num_frames and index.frame_of(self._first_pts) == 0
+        self._index = index if usable else None
+
+    def _index_now(self) -> None:
+        """The deferred scan, on a container of its own so that the decoder keeps its place."""
+        self._index_later = False
+        try:
+            with av.open(self.path) as container:
+                packets = self._scan(container, False, True)
+        except (av.FFmpegError, CorruptVideoError):
+            return  # the decode from the first frame reports what is wrong with the file, if it reaches it
+        self._adopt(packets.index, self.info.num_frames)
 
     def _decoded(self, packets: Iterator[av.Packet]) -> Iterator[av.VideoFrame]:
         """Frames of ``packets``; with an index, the packets of frames nobody needs may be left out."""
@@ -228,7 +260,24 @@ class VideoReader:
 
         Raises :class:`CorruptVideoError` if decoding fails or the stream ends before the last one.
         """
+        samples = self._samples(frame_ids)
+        try:
+            while True:
+                resumed = time.perf_counter()
+                try:
+                    sample = next(samples, None)
+                finally:
+                    self.stats.seconds += time.perf_counter() - resumed
+                if sample is None:
+                    return
+                yield sample
+        finally:
+            samples.close()
+
+    def _samples(self, frame_ids: np.ndarray) -> Iterator[DecodedSample]:
         wanted = sorted({int(i) for i in frame_ids})
+        if self._index_later and may_seek(wanted, SEEK_MIN_SKIPPED):
+            self._index_now()
         if self._index is None:
             yield from self._run(0, wanted, set())
             return

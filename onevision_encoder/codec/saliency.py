@@ -4,11 +4,13 @@ Energies (codec.md): motion ``|v|`` after camera compensation, normalised by its
 (floor ``mv_norm_floor``); residual ``|Y - MC(Y_ref, v)|`` normalised by its 95th percentile (floor
 ``residual_norm_floor``); fused by ``weighted`` / ``max`` / ``sum`` / ``geomean``; optionally
 boosted by a centred Gaussian prior. The vectors are first checked against the pictures (a vector the
-camera's motion predicts as well is the camera's, :func:`~.compensation.check_against_camera`), and with
+camera's motion predicts as well is the camera's, :func:`~.compensation.check_against_camera`; not for the
+``lmm`` preset, which takes them as coded like the release's reader, ``check_vectors=False``), and with
 ``mv_precision="pel"`` truncated toward zero to whole pixels before the camera is fitted, as the
 release's reader did.
 
-The motion floor is a deliberate departure from the release (which used 1e-6): when fewer than 5% of
+The default motion floor is a deliberate departure from the release (which used 1e-6; the ``lmm`` preset
+keeps 1e-6, for fidelity to the release's data): when fewer than 5% of
 a frame's cells move a lot, P95 sits at the encoder's quarter-pel jitter, and with a tiny floor that
 jitter scores 1 like the moving object itself. A floor of 1 pixel keeps real motion (>= 1 px per
 frame) at full score and jitter at a quarter of it; frames with a wider motion spread are unchanged.
@@ -47,6 +49,7 @@ class SaliencyConfig:
     centre_prior: float = 0.0
     mv_norm_floor: float = 1.0
     residual_norm_floor: float = 1.0
+    check_vectors: bool = True  # False: the vectors as coded, as the release's reader (compensation.py)
 
     def __post_init__(self) -> None:  # the selection's own checks (options.py), normalised values kept
         checked = check_saliency(
@@ -195,7 +198,9 @@ def score_frame(
         zeros = np.zeros(grid, dtype=np.float32)
         return FrameScores(zeros, zeros.copy(), "none")
     coded, source = motion_field(luma, reference_luma, motion_vectors, is_intra, luma_hw, motion)
-    field, camera, prediction = check_against_camera(coded, config.mv_compensate, luma, reference_luma, luma_hw)
+    field, camera, prediction = check_against_camera(
+        coded, config.mv_compensate, luma, reference_luma, luma_hw, config.check_vectors
+    )
     if config.mv_precision == "pel":  # whole pixels, then the camera refitted to them (the release's order)
         whole = truncate_to_pixels(field)
         magnitude = relative_speed(whole, fit_camera(whole, config.mv_compensate))

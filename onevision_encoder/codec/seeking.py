@@ -8,7 +8,8 @@ seek. A decode may start at a *seek point*: a key frame that its bitstream prove
 A sampled frame needs itself and its reference: the frame shown before it, or the last I or P frame shown
 before it (see :mod:`.reader`). Decoding from the last seek point *before* the sampled frame covers both,
 since a seek point is an I frame. :meth:`FrameIndex.runs` groups the sampled frames into runs of one
-continuous decode each, and jumps ahead only when that skips at least ``min_skipped`` frames.
+continuous decode each, and jumps ahead only when that skips at least ``min_skipped`` frames; :func:`may_seek`
+says beforehand, from the sampled frames alone, whether it could (else the index is not worth a scan).
 """
 
 from __future__ import annotations
@@ -103,3 +104,10 @@ class FrameIndex:
                 runs.append((start, [frame]))
             decoded_to = frame
         return runs
+
+
+def may_seek(wanted: list[int], min_skipped: int) -> bool:
+    """Whether :meth:`FrameIndex.runs` could seek for ascending ``wanted`` frames, whatever the seek points:
+    a run jumps to a seek point strictly before a frame and at least ``min_skipped`` frames past the one
+    decoded last, so some frame must lie ``min_skipped + 2`` or more past the previous one (or past -1)."""
+    return any(frame - before >= min_skipped + 2 for before, frame in zip([-1, *wanted], wanted, strict=False))

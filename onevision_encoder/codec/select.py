@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -111,6 +111,8 @@ def select_patches(
         inconsistency=options.inconsistency,
         residual=options.residual,
         centre_prior=options.centre_prior,
+        mv_norm_floor=options.mv_norm_floor,
+        check_vectors=options.check_vectors,
     )
     k, num_frames, motion, anchor_list = options.num_patches, options.num_frames, options.motion, options.whole_frames
 
@@ -126,6 +128,8 @@ def select_patches(
             raise SelectionError(
                 info.path, f"{info.codec} streams carry no exportable motion vectors; use motion='estimate' or 'auto'"
             )
+        if motion == "auto" and options.motion_without_vectors == "zero" and info.exports_motion_vectors:
+            motion = "codec"  # frames without coded vectors (intra ones among them) have zero motion
         per_frame, frames = _score_frames(reader, frame_ids, geometry, config, motion, options.keep_frames)
 
     slots = [per_frame[int(i)] for i in frame_ids]
@@ -149,6 +153,7 @@ def select_patches(
         frame_range=None if options.frame_range is None else list(options.frame_range),
         motion_sources=motion_sources,
         seconds=round(time.perf_counter() - started, 4),
+        decode={**reader.stats.as_dict(), "motion_sources": dict(Counter(motion_sources))},
     )
     return CodecSelection(
         visible_indices=np.sort(score_order),

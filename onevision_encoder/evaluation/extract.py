@@ -115,6 +115,7 @@ class FeatureExtractor:
         output = self.model(
             pixel_values=sample.pixel_values[None].to(self.device, self.dtype),
             visible_indices=sample.visible_indices[None].to(self.device),
+            output_pooler=False,
         )
         return output.last_hidden_state[0].cpu()
 

@@ -100,6 +100,10 @@ class OneVisionEncoderForVideoClassification(OneVisionEncoderPreTrainedModel):
     def _freeze_backbone(self) -> None:
         if self.config.freeze_backbone:
             self.onevision_encoder.requires_grad_(False)
+        elif self.config.use_head:
+            # The probe reads the encoder's tokens, never its pooling head: frozen, so that fine-tuning under DDP
+            # finds a gradient for every trainable parameter.
+            self.onevision_encoder.head.requires_grad_(False)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -134,6 +138,7 @@ class OneVisionEncoderForVideoClassification(OneVisionEncoderPreTrainedModel):
                 output_attentions=output_attentions,
                 output_hidden_states=output_hidden_states,
                 return_dict=True,
+                output_pooler=False,
             )
         tokens = encoded.last_hidden_state
         parameter = self.probe.classifier.weight

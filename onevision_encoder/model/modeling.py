@@ -42,6 +42,7 @@ class PackedEncoderOutput(ModelOutput):
 
     ``last_hidden_state`` is ``[total, D]`` (packed, sample ``i`` at ``cu_seqlens[i]:cu_seqlens[i+1]``) or
     ``[B, max_len, D]`` with ``attention_mask`` (padded); ``hidden_states`` likewise, before ``layernorm_post``.
+    ``pooler_output`` is ``None`` when the head was not asked for (``output_pooler=False``) or the model has none.
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -547,6 +548,11 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
     (gather) those patches; when equal, the patches are used in the order given and the indices
     only place them (chunks on the virtual grid, pre-gathered mosaics). ``patch_positions``
     ``[B, N, 3]`` gives (t, h, w) rotary positions directly.
+
+    ``output_pooler=False`` leaves the pooling head out of the forward (``pooler_output`` is then ``None``;
+    ``last_hidden_state`` is the same, ``layernorm_post`` included): callers that use only the patch features
+    save its time. Its parameters still exist and get no gradient, so a DDP run that trains on patch features
+    freezes them (``model.head.requires_grad_(False)``), as the video classifier and the LMM tower do.
     """
 
     # A video classifier's folder holds the encoder and its attentive-probe head (``probe.*``): loaded as the
@@ -575,6 +581,7 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_pooler: bool = True,
         **unused: Any,
     ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
         if unused:
@@ -597,7 +604,7 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         hidden_states, all_hidden, all_attentions = self.encoder(
             hidden_states, cos, sin, output_attentions=output_attentions, output_hidden_states=output_hidden_states
         )
-        hidden_states, pooled = self._pool(hidden_states)
+        hidden_states, pooled = self._pool(hidden_states, output_pooler=output_pooler)
 
         if not return_dict:
             return tuple(v for v in (hidden_states, pooled, all_hidden, all_attentions) if v is not None)
@@ -609,14 +616,15 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         )
 
     def _pool(
-        self, hidden_states: torch.Tensor, layout: TokenLayout | None = None
+        self, hidden_states: torch.Tensor, layout: TokenLayout | None = None, output_pooler: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The encoder's output -> ``(last_hidden_state, pooler_output)``: ``layernorm_post`` and the pooling head
-        (each sample over its own tokens of ``layout``) when ``config.use_head``, else the output as is and ``None``."""
+        """The encoder's output -> ``(last_hidden_state, pooler_output)``: ``layernorm_post`` and, with
+        ``output_pooler``, the pooling head (each sample over its own tokens of ``layout``) when ``config.use_head``;
+        else the output as is and ``None``."""
         if not self.config.use_head:
             return hidden_states, None
         hidden_states = self.layernorm_post(hidden_states)
-        return hidden_states, self.head(hidden_states, layout)
+        return hidden_states, (self.head(hidden_states, layout) if output_pooler else None)
 
     def embed_inputs(
         self,
@@ -656,7 +664,11 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         return hidden_states, positions.to(clip.device)
 
     def forward_packed(
-        self, samples: list[dict[str, torch.Tensor]], padded: bool = False, output_hidden_states: bool = False
+        self,
+        samples: list[dict[str, torch.Tensor]],
+        padded: bool = False,
+        output_hidden_states: bool = False,
+        output_pooler: bool = True,
     ) -> PackedEncoderOutput:
         """One forward over samples of different sizes, each attending only to its own tokens.
 
@@ -665,7 +677,7 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         By default the tokens are packed, concatenated (``[total, D]`` with ``cu_seqlens``): flash-attn's varlen
         kernel on CUDA, otherwise samples of equal length attend as one dense batch, so no mask is built.
         ``padded=True`` pads to the longest sample (``[B, max_len, D]``) and masks the padding. Numerically the
-        same as running every sample alone.
+        same as running every sample alone. ``output_pooler=False`` leaves the pooling head out, as in :meth:`forward`.
         """
         if not isinstance(samples, (list, tuple)):
             raise TypeError(
@@ -713,7 +725,7 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         hidden_states, all_hidden, _ = self.encoder(
             hidden_states, cos, sin, output_hidden_states=output_hidden_states, layout=layout
         )
-        hidden_states, pooled = self._pool(hidden_states, layout)
+        hidden_states, pooled = self._pool(hidden_states, layout, output_pooler)
         return PackedEncoderOutput(
             last_hidden_state=hidden_states,
             cu_seqlens=layout.cu_seqlens,

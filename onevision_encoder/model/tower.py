@@ -32,7 +32,7 @@ def vision_tower_features(
     """
     if spatial_merge < 1:
         raise ValueError(f"spatial_merge must be >= 1, got {spatial_merge}")
-    output = model.forward_packed(samples, output_hidden_states=True)
+    output = model.forward_packed(samples, output_hidden_states=True, output_pooler=False)
     count = len(output.hidden_states)
     if not -count <= layer < count:
         raise ValueError(f"layer {layer} is out of range: the model has {count} hidden states")
