@@ -128,8 +128,15 @@ def run_in_workers(items: Sequence[T], job: Callable[[T], Outcome], workers: int
                 future = single.submit(_attempt_in_worker, job, item)
                 alone[future] = (item, single, _processes(single))
             while waiting and len(shared) + len(alone) < workers:
-                item = waiting.popleft()
-                shared[pool.submit(_attempt_in_worker, job, item)] = item
+                try:
+                    future = pool.submit(_attempt_in_worker, job, waiting[0])
+                except BrokenProcessPool:  # a worker died since the last wait: its futures, below, say which
+                    if shared:
+                        break
+                    _stop(pool)  # no future of this pool left to tell it: replace it now
+                    pool = start(workers)
+                    continue
+                shared[future] = waiting.popleft()
             finished, _ = wait([*shared, *alone], return_when=FIRST_COMPLETED)
             broken = False
             for future in finished:
