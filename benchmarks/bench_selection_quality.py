@@ -8,10 +8,19 @@ vectors) or x265 (estimated motion), GOP 16, no B-frames, CRF 18, an 80-pixel te
 ``mv_compensate="similarity"``, ``anchors="none"`` (K = 2048 fits the object's patches).
 
 Columns: ``unchecked`` (the vectors as coded or estimated: the selection before the check), ``qpel``
-and ``pel`` (checked vectors at each ``mv_precision``). Then scoring time per frame (one thread's CPU
-time, so other processes do not count) on the sample clips, with and without the check.
+and ``pel`` (checked vectors at each ``mv_precision``).
 
-    python benchmarks/bench_selection_quality.py [--seeds 3] [--size 224] [--no-timing]
+Second table, everyday footage (``make_camera_clip``): a camera panning (1.25 px/frame; 0.5, 0.75 diagonally)
+or zooming (0.4% a frame) over blurred noise at three scales and contrasts, a 56-pixel box of one flat colour
+or textured moving over it, encoded with each encoder's own default settings (x264: B-frames, b-pyramid,
+three references), ``select_patches(path, preset="encoder")`` at both ``mv_precision`` settings; precision
+counts the box grown by one patch (the patches next to a moving box hold what it uncovers), frames kept whole
+excluded. The motion source the selection used is printed.
+
+Then scoring time per frame (one thread's CPU time, so other processes do not count) on the sample clips,
+with and without the check.
+
+    python benchmarks/bench_selection_quality.py [--seeds 3] [--size 224] [--no-timing] [--no-generated]
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ from onevision_encoder.codec import motion, select_patches
 from onevision_encoder.codec.geometry import plan_geometry
 from onevision_encoder.codec.reader import VideoReader, luma_at
 from onevision_encoder.codec.saliency import SaliencyConfig, score_frame
-from onevision_encoder.video.encode import write_video
-from onevision_encoder.video.synthetic import make_clip, object_precision
+from onevision_encoder.video.encode import write_video, write_video_with_defaults
+from onevision_encoder.video.synthetic import make_camera_clip, make_clip, object_precision
 
 # (codec, background, camera pan px/frame, object speed px/frame in the picture)
 FAMILIES = [
@@ -54,6 +63,43 @@ FAMILIES = [
     ("hevc", "flat", 0, 2),
 ]
 CHECK = motion.PREDICTION_TOLERANCE
+
+# Everyday footage: (blur scale px, contrast grey levels) of the texture, camera motions, encoders at defaults.
+SOFT_TEXTURES = [(2, 8), (6, 12), (12, 24)]
+CAMERA_MOTIONS = {
+    "pan": dict(pan=(1.25, 0.0)),
+    "diagonal": dict(pan=(0.5, 0.75), object_velocity=(-1.0, 0.5)),
+    "zoom": dict(pan=(0.5, 0.0), zoom=0.004),
+}
+DEFAULT_ENCODERS = {"libx264": ".mp4", "libx265": ".mp4", "libvpx-vp9": ".webm", "libsvtav1": ".mkv"}
+
+
+def camera_table(folder: Path, seeds: int) -> None:
+    print(f"\neveryday footage: object precision (box + 1 patch), min over {seeds} seeds (mean in brackets)")
+    print(f"{'encoder':10s} {'texture':8s} {'object':8s} {'camera':8s}  {'qpel':>15s}  {'pel':>15s}  motion source")
+    worst = {"qpel": 1.0, "pel": 1.0}
+    for encoder, suffix in DEFAULT_ENCODERS.items():
+        for scale, contrast in SOFT_TEXTURES:
+            for flat in (True, False):
+                for name, camera in CAMERA_MOTIONS.items():
+                    results: dict[str, list[float]] = {"qpel": [], "pel": []}
+                    sources = set()
+                    for seed in range(seeds):
+                        clip = make_camera_clip(
+                            texture_scale=scale, contrast=contrast, flat_object=flat, seed=seed, **camera
+                        )
+                        path = write_video_with_defaults(folder / f"{encoder}-{seed}{suffix}", clip.frames, encoder)
+                        for precision, values in results.items():
+                            selection = select_patches(path, preset="encoder", mv_precision=precision)
+                            values.append(object_precision(selection, clip, margin=1))
+                            sources.add(selection.motion_source)
+                    cells = []
+                    for precision, values in results.items():
+                        worst[precision] = min(worst[precision], min(values))
+                        cells.append(f"{min(values):.3f} ({np.mean(values):.3f})")
+                    label = f"{encoder:10s} {f'{scale}/{contrast}':8s} {'flat' if flat else 'textured':8s} {name:8s}"
+                    print(f"{label}  {cells[0]:>15s}  {cells[1]:>15s}  {'/'.join(sorted(sources))}", flush=True)
+    print(f"{'worst':37s}  {worst['qpel']:>15.3f}  {worst['pel']:>15.3f}")
 
 
 def precision_table(folder: Path, seeds: int, size: int) -> None:
@@ -137,9 +183,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--size", type=int, default=224, help="clip side (224: the model's size, no resizing)")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--no-generated", action="store_true", help="skip the first table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        precision_table(Path(folder), args.seeds, args.size)
+        if not args.no_generated:
+            precision_table(Path(folder), args.seeds, args.size)
+        camera_table(Path(folder), args.seeds)
     if not args.no_timing:
         timing_table()
 

@@ -130,9 +130,14 @@ def run_in_workers(items: Sequence[T], job: Callable[[T], Outcome], workers: int
             while waiting and len(shared) + len(alone) < workers:
                 try:
                     future = pool.submit(_attempt_in_worker, job, waiting[0])
-                except BrokenProcessPool:  # a worker died since the last wait: its futures, below, say which
+                except (BrokenProcessPool, OSError) as error:
+                    # A worker died since the last wait: its futures, below, say which. (If its manager thread
+                    # found the death between submit's check and its wake-up call, the closed wake-up pipe
+                    # raises OSError "handle is closed" instead.)
                     if shared:
                         break
+                    if not isinstance(error, BrokenProcessPool):
+                        raise
                     _stop(pool)  # no future of this pool left to tell it: replace it now
                     pool = start(workers)
                     continue

@@ -368,6 +368,34 @@ def test_a_video_that_kills_its_worker_costs_only_itself_and_the_rest_keep_the_p
     assert len({outcome.message for outcome in outcomes.values()}) <= 3
 
 
+def short_job(item):
+    time.sleep(0.2)
+    return Outcome(DONE, message=str(os.getpid()))
+
+
+def test_a_worker_dying_while_a_video_is_handed_to_the_pool_is_a_death_not_an_error(tmp_path, capsys, monkeypatch):
+    """Between the pool's check that it is whole and its wake-up of its manager thread, the manager may find a
+    dead worker and close the wake-up pipe: submit then raises OSError("handle is closed"), not BrokenProcessPool.
+    That race (seen under load) is made certain here: the third video's hand-over kills a worker first."""
+    import onevision_encoder.batch as batch_module
+
+    handed = []
+
+    class RacingPool(batch_module.ProcessPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            handed.append(args)
+            if len(handed) == 3:
+                os.kill(next(iter(self._processes)), signal.SIGKILL)
+                raise OSError("handle is closed")
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "ProcessPoolExecutor", RacingPool)
+    items = [f"video{index}" for index in range(5)]
+    outcomes = dict(run_in_workers(items, short_job, workers=2))
+    assert sorted(outcomes) == items and all(outcome.status == DONE for outcome in outcomes.values())
+    assert "a worker process died" in capsys.readouterr().err
+
+
 # A full or read-only OUT -------------------------------------------------------------------------
 
 

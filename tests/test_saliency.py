@@ -13,6 +13,7 @@ from onevision_encoder.codec.saliency import (
     fuse,
     motion_energy,
     percentile95,
+    relative_speed,
     residual_gradient,
     residual_magnitude,
 )
@@ -149,3 +150,55 @@ def test_selection_keeps_whole_frames_then_best_scores():
     assert anchor_frames("gop", 64, 16) == [0, 16, 32, 48]
     assert spread_frames([0, 16, 32, 48], 8, 64) == sorted(set(spread_frames([0, 16, 32, 48], 8, 64)))
     assert len(spread_frames([0, 16, 32, 48], 8, 64)) == 8
+
+
+def test_frames_that_could_not_be_scored_come_after_every_scored_patch():
+    scores = np.zeros((3, 2, 2), np.float32)
+    scores[2, 1, 1] = 3  # one patch with signal; K needs four more, all of score 0
+    valid = np.ones((2, 2), bool)
+    assert select_top_k(scores, 5, [], valid).tolist() == [11, 0, 1, 2, 3]  # ties to the lower index: frame 0
+    order = select_top_k(scores, 5, [], valid, unscored=[0])  # frame 0 had no reference
+    assert order.tolist() == [11, 4, 5, 6, 7]
+    assert select_top_k(scores, 12, [], valid, unscored=[0]).tolist()[-4:] == [0, 1, 2, 3]  # last, not left out
+
+
+def test_relative_speed_of_one_translation_is_that_of_the_uniform_field():
+    rng = np.random.default_rng(3)
+    field = rng.integers(-300, 300, (45, 80, 2)).astype(np.int32)
+    for camera in (np.float32([1.25, -3.75]), np.float32([0.3, 7.1]), np.float32([0, 0])):
+        speeds = relative_speed(field, camera)
+        assert speeds.dtype == np.float32 and speeds.shape == (45, 80)
+        # The definition, in float64: |field - camera| / 4 pixels.
+        difference = (field.astype(np.float64) - camera.astype(np.float64)) / 4
+        np.testing.assert_allclose(speeds, np.hypot(difference[..., 0], difference[..., 1]), rtol=1e-6)
+        # A translation is the uniform field: the same float32 numbers, bit for bit.
+        assert np.array_equal(speeds, relative_speed(field, np.broadcast_to(camera, field.shape)))
+
+
+@pytest.mark.parametrize(
+    ("source_hw", "fit", "size", "patch", "turns"),
+    [
+        ((720, 1280), "short_side_crop", 224, 14, 0),  # a crop: columns cut off both sides
+        ((1280, 720), "short_side_crop", 224, 14, 0),  # rows cut off
+        ((480, 640), "short_side_crop", 224, 16, 1),  # a rotated map (a strided view) on a crop
+        ((720, 1280), "long_side_pad", 576, 16, 0),  # padding
+    ],
+)
+def test_patch_sums_are_the_sums_over_each_patch_of_the_canvas(source_hw, fit, size, patch, turns):
+    geometry = plan_geometry(source_hw, fit, size, patch)
+    height, width = geometry.resized_hw
+    rng = np.random.default_rng(4)
+    coded = rng.random((width, height) if turns % 2 else (height, width), dtype=np.float32)
+    resized = np.rot90(coded, turns)
+    top, left = geometry.offset
+    expected = np.zeros(geometry.grid_hw)
+    for row in range(geometry.grid_hw[0]):
+        for col in range(geometry.grid_hw[1]):
+            # The patch's pixels of the resized map, in its coordinates (padding counts as zero).
+            y0, x0 = row * patch - top, col * patch - left
+            expected[row, col] = resized[max(y0, 0) : max(y0 + patch, 0), max(x0, 0) : max(x0 + patch, 0)].sum(
+                dtype=np.float64
+            )
+    sums = geometry.patch_sums(resized)
+    assert sums.dtype == np.float32
+    np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=1e-4)

@@ -264,3 +264,67 @@ class _Bits:
             if zeros > 31:
                 raise ValueError("malformed Exp-Golomb code")
         return (1 << zeros) - 1 + self.bits(zeros)
+
+    def se(self) -> int:
+        code = self.ue()
+        return (code + 1) // 2 if code % 2 else -(code // 2)
+
+
+H264_SPS = 7
+H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+def h264_reference_frames(extradata: bytes | None) -> int | None:
+    """``max_num_ref_frames`` of the first sequence parameter set in an H.264 stream's extradata (``avcC`` or
+    Annex B), or None when there is none or it cannot be read: how many pictures one frame's vectors may
+    point into (FFmpeg's exported vectors do not say which)."""
+    if not extradata:
+        return None
+    if extradata[0] == 1:  # avcC: 5 header bytes, the SPS count, then 16-bit lengths before each SPS
+        if len(extradata) < 8 or not extradata[5] & 0x1F:
+            return None
+        units: list[bytes | memoryview] = [extradata[8 : 8 + int.from_bytes(extradata[6:8], "big")]]
+    else:
+        units = list(nal_units(extradata, None))
+    for unit in units:
+        if len(unit) > 4 and unit[0] & 0x1F == H264_SPS:
+            try:
+                return _max_num_ref_frames(_Bits(_rbsp(bytes(unit[1:]))))
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def _max_num_ref_frames(sps: _Bits) -> int:
+    """H.264 7.3.2.1.1, read up to ``max_num_ref_frames``."""
+    profile = sps.bits(8)
+    sps.bits(16)  # constraint flags, level_idc
+    sps.ue()  # seq_parameter_set_id
+    if profile in H264_HIGH_PROFILES:
+        chroma_format = sps.ue()
+        if chroma_format == 3:
+            sps.bit()  # separate_colour_plane_flag
+        sps.ue(), sps.ue()  # bit depths
+        sps.bit()  # qpprime_y_zero_transform_bypass_flag
+        if sps.bit():  # seq_scaling_matrix_present_flag
+            for index in range(8 if chroma_format != 3 else 12):
+                if sps.bit():
+                    _skip_scaling_list(sps, 16 if index < 6 else 64)
+    sps.ue()  # log2_max_frame_num_minus4
+    order_type = sps.ue()
+    if order_type == 0:
+        sps.ue()  # log2_max_pic_order_cnt_lsb_minus4
+    elif order_type == 1:
+        sps.bit()
+        sps.se(), sps.se()
+        for _ in range(sps.ue()):
+            sps.se()
+    return sps.ue()
+
+
+def _skip_scaling_list(sps: _Bits, size: int) -> None:
+    last = following = 8
+    for _ in range(size):
+        if following:
+            following = (last + sps.se() + 256) % 256
+        last = following or last

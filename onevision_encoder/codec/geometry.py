@@ -63,10 +63,28 @@ class FrameGeometry:
 
     def patch_sums(self, resized_map: np.ndarray) -> np.ndarray:
         """Sum of a ``resized_hw`` map over each patch of the canvas: ``[Hp, Wp]`` float32."""
-        canvas = self.to_canvas(resized_map.astype(np.float32, copy=False))
-        hp, wp = self.grid_hw
+        resized_map = resized_map.astype(np.float32, copy=False)
+        p, (hp, wp) = self.patch_size, self.grid_hw
+        (top, left), (height, width) = self.offset, self.resized_hw
+        # Only the band of whole patches that hold content is summed (the others hold padding: zero); a crop's
+        # band is the whole canvas, a view of the map.
+        rows = slice(max(top, 0) // p, min(-(-(top + height) // p), hp))
+        cols = slice(max(left, 0) // p, min(-(-(left + width) // p), wp))
+        band_hw = ((rows.stop - rows.start) * p, (cols.stop - cols.start) * p)
+        band_top, band_left = top - rows.start * p, left - cols.start * p
+        covered = (
+            band_top <= 0 and band_left <= 0 and band_top + height >= band_hw[0] and band_left + width >= band_hw[1]
+        )
+        if covered and resized_map.shape[:2] == self.resized_hw:
+            band = resized_map[-band_top : band_hw[0] - band_top, -band_left : band_hw[1] - band_left]
+        else:
+            band_geometry = FrameGeometry(self.source_hw, self.resized_hw, band_hw, (band_top, band_left), p)
+            band = band_geometry.to_canvas(resized_map)
+        sums = np.zeros((hp, wp), dtype=np.float32)
         # Area resizing by the whole factor p is the exact mean of each patch.
-        return cv2.resize(canvas, (wp, hp), interpolation=cv2.INTER_AREA) * np.float32(self.patch_size**2)
+        band_sums = cv2.resize(band, (cols.stop - cols.start, rows.stop - rows.start), interpolation=cv2.INTER_AREA)
+        sums[rows, cols] = band_sums * np.float32(p * p)
+        return sums
 
     def as_dict(self) -> dict[str, object]:
         return {

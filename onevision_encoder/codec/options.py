@@ -128,6 +128,7 @@ class SelectionOptions:
     check_vectors: bool = True
     motion_without_vectors: str = "estimate"
     mv_norm_floor: float = 1.0
+    residual_norm_floor: float = 1.0
 
     def __post_init__(self) -> None:
         checked: dict[str, Any] = {"preset": check_choice("preset", self.preset, sorted(SELECTION_PRESETS))}
@@ -169,6 +170,7 @@ class SelectionOptions:
             "motion_without_vectors", self.motion_without_vectors, MOTION_WITHOUT_VECTORS
         )
         checked["mv_norm_floor"] = check_real("mv_norm_floor", self.mv_norm_floor)
+        checked["residual_norm_floor"] = check_real("residual_norm_floor", self.residual_norm_floor)
         for flag in ("inconsistency", "keep_frames", "allow_truncated", "check_vectors"):
             checked[flag] = check_flag(flag, getattr(self, flag))
         for name, value in checked.items():
@@ -226,6 +228,7 @@ class SelectionOptions:
             check_vectors=defaults.check_vectors,
             motion_without_vectors=defaults.motion_without_vectors,
             mv_norm_floor=defaults.mv_norm_floor,
+            residual_norm_floor=defaults.residual_norm_floor,
         )
 
     @property

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .bitstream import CHECKED_CODECS, is_disposable, is_random_access, nal_length_size
+from .bitstream import CHECKED_CODECS, h264_reference_frames, is_disposable, is_random_access, nal_length_size
 from .errors import CorruptVideoError, ImageNotVideoError, NotAVideoError, VideoNotFoundError
 from .seeking import FrameIndex, may_seek
 
@@ -78,6 +78,8 @@ class VideoInfo:
     fps: float | None
     pixel_format: str
     truncated: str | None = None  # with allow_truncated: what the file misses (None: complete)
+    # H.264: the pictures a frame's vectors may point into (the SPS's max_num_ref_frames; None: not declared).
+    reference_frames: int | None = None
 
     @property
     def display_hw(self) -> tuple[int, int]:
@@ -87,6 +89,14 @@ class VideoInfo:
     @property
     def exports_motion_vectors(self) -> bool:
         return self.codec in MOTION_VECTOR_CODECS
+
+    @property
+    def vectors_have_known_references(self) -> bool:
+        """Whether each exported vector's reference picture is known. FFmpeg exports only a vector's direction
+        (past or future), not which picture it points into: an H.264 stream with several reference frames
+        (x264's default, B-frames or not) mixes vectors over one, two or more frames. MPEG-2 and MPEG-4 Part 2
+        predict from the last I/P picture only."""
+        return self.codec != "h264" or self.reference_frames == 1
 
     def as_dict(self) -> dict[str, object]:
         info = asdict(self)
@@ -193,6 +203,7 @@ class VideoReader:
             fps=float(stream.average_rate) if stream.average_rate else None,
             pixel_format=self._first.format.name,
             truncated=truncated,
+            reference_frames=h264_reference_frames(stream.codec_context.extradata) if codec == "h264" else None,
         )
         self.stats.seconds += time.perf_counter() - started
 

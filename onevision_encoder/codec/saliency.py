@@ -68,7 +68,7 @@ class FrameScores:
     """Scores of one sampled frame on the model's patch grid."""
 
     patch_scores: np.ndarray
-    patch_motion: np.ndarray
+    patch_motion: np.ndarray | None  # mean motion (pixels) per patch; None when not measured
     motion_source: str
 
 
@@ -115,7 +115,11 @@ def relative_speed(field_qpel: np.ndarray, camera_qpel: np.ndarray) -> np.ndarra
     difference (double rounding is harmless for 53 >= 2 * 24 + 2 bits), and a quarter is exact.
     """
     pixels = field_qpel.astype(np.float32)
-    pixels -= camera_qpel
+    if camera_qpel.ndim == 1:  # one translation: a scalar per component (numpy broadcasts a last axis of 2 slowly)
+        pixels[..., 0] -= camera_qpel[0]
+        pixels[..., 1] -= camera_qpel[1]
+    else:
+        pixels -= camera_qpel
     pixels *= np.float32(0.25)
     return speed(pixels)
 
@@ -186,30 +190,34 @@ def score_frame(
     geometry: FrameGeometry,
     config: SaliencyConfig,
     motion: str,
+    measure_motion: bool = True,
 ) -> FrameScores:
     """Patch scores of one sampled frame.
 
     ``luma`` and ``reference_luma`` are working-resolution planes in coded orientation (the frame is
     later turned by ``rotation`` onto ``geometry``); ``luma_hw`` is the full luma size the vectors
-    refer to. A frame without reference (the video's first) scores 0.
+    refer to. A frame without reference (the video's first) scores 0. ``measure_motion=False`` leaves
+    ``patch_motion`` (the still-clip test's measure) None, for a selection without that test.
     """
     grid = geometry.grid_hw
     if reference_luma is None:
         zeros = np.zeros(grid, dtype=np.float32)
-        return FrameScores(zeros, zeros.copy(), "none")
+        return FrameScores(zeros, zeros.copy() if measure_motion else None, "none")
     coded, source = motion_field(luma, reference_luma, motion_vectors, is_intra, luma_hw, motion)
     field, camera, prediction = check_against_camera(
-        coded, config.mv_compensate, luma, reference_luma, luma_hw, config.check_vectors
+        coded, config.mv_compensate, luma, reference_luma, luma_hw, config.check_vectors, source == "estimate"
     )
-    if config.mv_precision == "pel":  # whole pixels, then the camera refitted to them (the release's order)
+    if camera is None and (config.mv_precision == "qpel" or measure_motion):  # vectors as coded: fit them now
+        camera = fit_camera(field, config.mv_compensate)
+    if config.mv_precision == "pel" and config.check_vectors:
+        # Whole pixels of the motion against the camera, the camera on the vectors' quarter-pel grid first: a
+        # fitted camera a hair off zero must not truncate an object's exact 1 px to 0.
+        magnitude = speed(truncate_to_pixels(field - np.rint(camera).astype(np.int32)) * np.float32(0.25))
+    elif config.mv_precision == "pel":  # whole pixels, then the camera refitted to them (the release's order)
         whole = truncate_to_pixels(field)
         magnitude = relative_speed(whole, fit_camera(whole, config.mv_compensate))
     else:
         magnitude = relative_speed(field, camera)
-    # The still-clip test measures the motion as coded (or estimated), quarter-pel, relative to the camera:
-    # whole pixels would call a clip still whose object moves under a pixel a frame, and the check may
-    # give a small object's rough estimated motion to the camera (its residual still scores it).
-    moving = relative_speed(coded, camera)
     work_hw = luma.shape
     size = (work_hw[1], work_hw[0])
     motion_map = cv2.resize(
@@ -227,11 +235,14 @@ def score_frame(
     fused = fuse(motion_map, residual_map, config)
     if config.centre_prior:
         fused = np.minimum(fused * _centre_boost(work_hw, config.centre_prior), 1.0)
-    motion_px = cv2.resize(moving, size, interpolation=cv2.INTER_AREA)
     turns = rotation // 90
-    pixels = geometry.patch_size**2
+    patch_motion = None
+    if measure_motion:
+        # The still-clip test measures the motion as coded (or estimated), quarter-pel, relative to the camera:
+        # whole pixels would call a clip still whose object moves under a pixel a frame, and the check may
+        # give a small object's rough estimated motion to the camera (its residual still scores it).
+        motion_px = cv2.resize(relative_speed(coded, camera), size, interpolation=cv2.INTER_AREA)
+        patch_motion = geometry.patch_sums(np.rot90(motion_px, turns)) / geometry.patch_size**2
     return FrameScores(
-        patch_scores=geometry.patch_sums(np.rot90(fused, turns)),
-        patch_motion=geometry.patch_sums(np.rot90(motion_px, turns)) / pixels,
-        motion_source=source,
+        patch_scores=geometry.patch_sums(np.rot90(fused, turns)), patch_motion=patch_motion, motion_source=source
     )

@@ -113,6 +113,7 @@ def select_patches(
         centre_prior=options.centre_prior,
         mv_norm_floor=options.mv_norm_floor,
         check_vectors=options.check_vectors,
+        residual_norm_floor=options.residual_norm_floor,
     )
     k, num_frames, motion, anchor_list = options.num_patches, options.num_frames, options.motion, options.whole_frames
 
@@ -130,19 +131,21 @@ def select_patches(
             )
         if motion == "auto" and options.motion_without_vectors == "zero" and info.exports_motion_vectors:
             motion = "codec"  # frames without coded vectors (intra ones among them) have zero motion
-        per_frame, frames = _score_frames(reader, frame_ids, geometry, config, motion, options.keep_frames)
+        elif motion == "auto" and not info.vectors_have_known_references:
+            motion = "estimate"  # vectors over unknown distances are no measure of motion
+        still_test = options.static_threshold is not None  # the one use of the patches' motion
+        per_frame, frames = _score_frames(reader, frame_ids, geometry, config, motion, options.keep_frames, still_test)
 
     slots = [per_frame[int(i)] for i in frame_ids]
     scores = np.stack([s.patch_scores for s in slots])
     motion_sources = [s.motion_source for s in slots]
 
     valid = geometry.valid_patches()
-    still = options.static_threshold is not None and is_static(
-        np.stack([s.patch_motion for s in slots]), valid, options.static_threshold
-    )
+    still = still_test and is_static(np.stack([s.patch_motion for s in slots]), valid, options.static_threshold)
     whole = spread_frames(anchor_list, k // valid.size, num_frames) if still else anchor_list
     try:
-        score_order = select_top_k(scores, k, whole, valid)
+        unscored = [t for t, source in enumerate(motion_sources) if source == "none"]
+        score_order = select_top_k(scores, k, whole, valid, unscored)
     except ValueError as error:
         raise SelectionError(info.path, str(error)) from None
 
@@ -174,6 +177,7 @@ def _score_frames(
     config: SaliencyConfig,
     motion: str,
     keep_frames: bool,
+    measure_motion: bool,
 ) -> tuple[dict[int, FrameScores], dict[int, np.ndarray]]:
     """Decode on this thread (and the decoder's) and make the luma planes; score them on worker threads
     meanwhile. Each frame's score depends on nothing but its own sample, so the workers' order does not
@@ -212,6 +216,7 @@ def _score_frames(
             geometry,
             config,
             motion,
+            measure_motion,
         )
 
     scores: dict[int, FrameScores] = {}

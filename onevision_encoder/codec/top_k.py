@@ -19,12 +19,16 @@ def spread_frames(forced: list[int], total: int, num_samples: int) -> list[int]:
     return sorted(set(forced) | {others[i] for i in picks})
 
 
-def select_top_k(scores: np.ndarray, k: int, whole_frames: list[int], valid: np.ndarray) -> np.ndarray:
+def select_top_k(
+    scores: np.ndarray, k: int, whole_frames: list[int], valid: np.ndarray, unscored: list[int] | None = None
+) -> np.ndarray:
     """Flat indices of the K patches, in score order: whole frames first, then the best-scoring others.
 
     ``scores`` is ``[T, Hp, Wp]``. Whole frames are kept entirely, padding included (so a whole frame
     is a complete picture, as the release's first LMM mosaic); elsewhere ``valid`` ``[Hp, Wp]``
-    excludes patches (padding) that are never chosen. Ties go to the lower index: deterministic.
+    excludes patches (padding) that are never chosen. Ties go to the lower index: deterministic. The
+    ``unscored`` frames (no reference to score against: the video's first) come after every scored patch,
+    so that when fewer than K patches carry any signal the rest are not taken from a frame never measured.
     """
     num_samples = scores.shape[0]
     selectable = np.broadcast_to(valid, scores.shape).reshape(-1)
@@ -40,5 +44,6 @@ def select_top_k(scores: np.ndarray, k: int, whole_frames: list[int], valid: np.
             f"K={k} is larger than the {forced.size + candidates.size} selectable patches "
             "(patches with padding are taken only in whole frames)"
         )
-    order = np.argsort(-scores.reshape(-1)[candidates], kind="stable")[:needed]
+    last = np.isin(frame_of[candidates], unscored or [])
+    order = np.lexsort((-scores.reshape(-1)[candidates], last))[:needed]  # stable: ties to the lower index
     return np.concatenate((forced, candidates[order])).astype(np.int64)

@@ -36,18 +36,36 @@ def write_video(
     if gop < 1:
         raise ValueError(f"gop must be >= 1, got {gop}")
     with atomic_path(path) as temporary:
-        _encode(str(temporary), iter(frames), codec, fps, gop, crf, preset, rotation, metadata or {})
+        options = _release_options(codec, gop, crf, preset)
+        _encode(str(temporary), iter(frames), ENCODERS[codec], fps, options, rotation, metadata or {})
     return Path(path)
+
+
+def write_video_with_defaults(
+    path: str | os.PathLike[str], frames: Iterable[np.ndarray], encoder: str, fps: float = 25
+) -> Path:
+    """Encode RGB uint8 frames with a PyAV encoder (``libx264``, ``libx265``, ``libvpx-vp9``, ``libsvtav1``, ...)
+    at its own default settings (x264: B-frames with b-pyramid, three references, CRF 23), as a user's
+    footage usually is; only the encoders' log lines are silenced. Written atomically like :func:`write_video`."""
+    options = {"x265-params": "log-level=error"} if encoder == "libx265" else {}
+    with atomic_path(path) as temporary:
+        _encode(str(temporary), iter(frames), encoder, fps, options, 0, {})
+    return Path(path)
+
+
+def _release_options(codec: str, gop: int, crf: int, preset: str) -> dict[str, str]:
+    gop_params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:ref=1"
+    if codec == "h264":
+        return {"crf": str(crf), "preset": preset, "x264-params": gop_params}
+    return {"crf": str(crf), "preset": preset, "x265-params": f"{gop_params}:log-level=error"}
 
 
 def _encode(
     path: str,
     frames: Iterator[np.ndarray],
-    codec: str,
+    encoder: str,
     fps: float,
-    gop: int,
-    crf: int,
-    preset: str,
+    options: dict[str, str],
     rotation: int,
     metadata: Mapping[str, str],
 ) -> None:
@@ -57,16 +75,10 @@ def _encode(
     height, width = first.shape[:2]
     if height % 2 or width % 2:
         raise ValueError(f"frame size {width}x{height} must be even for yuv420p")
-    gop_params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:ref=1"
     with av.open(path, "w") as container:
         container.metadata.update(metadata)
-        stream = container.add_stream(ENCODERS[codec], rate=Fraction(fps).limit_denominator(100000))
+        stream = container.add_stream(encoder, rate=Fraction(fps).limit_denominator(100000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        options = {"crf": str(crf), "preset": preset}
-        if codec == "h264":
-            options["x264-params"] = gop_params
-        else:
-            options["x265-params"] = f"{gop_params}:log-level=error"
         stream.options = options
         if rotation:
             stream.set_display_rotation(rotation)

@@ -112,27 +112,95 @@ def make_clip(
     return SyntheticClip(np.stack(frames), boxes)
 
 
+SOFT_COLOUR = np.float32([110, 130, 100])  # the muted mean colour of soft_texture (RGB)
+LUMA_WEIGHTS = np.float32([0.299, 0.587, 0.114])  # BT.601
+
+
+def soft_texture(height: int, width: int, seed: int, scale: float, contrast: float, grain: float = 2.0) -> np.ndarray:
+    """Low-contrast natural texture (grass, sand, a wall, sky with grain), float32 ``[H, W, 3]``: Gaussian noise
+    blurred at ``scale`` pixels with standard deviation ``contrast`` grey levels about a muted colour, plus a
+    fine luma grain of ``grain`` grey levels."""
+    rng = np.random.default_rng(seed)
+    blurred = cv2.GaussianBlur(rng.standard_normal((height, width, 3), dtype=np.float32), (0, 0), scale)
+    colour = SOFT_COLOUR + blurred * np.float32(contrast / max(float(blurred.std()), 1e-6))
+    return colour + rng.standard_normal((height, width, 1), dtype=np.float32) * np.float32(grain)
+
+
+def make_camera_clip(
+    num_frames: int = 64,
+    side: int = 224,
+    texture_scale: float = 8.0,
+    contrast: float = 12.0,
+    flat_object: bool = True,
+    pan: tuple[float, float] = (1.25, 0.0),
+    zoom: float = 0.0,
+    object_velocity: tuple[float, float] = (1.5, 0.0),
+    object_size: int = 56,
+    seed: int = 0,
+) -> SyntheticClip:
+    """A camera moving over :func:`soft_texture` while a box moves in the picture: everyday footage where many
+    vectors predict about equally well.
+
+    The camera pans by ``pan`` (x, y) pixels a frame, sub-pixel positions interpolated, and zooms in by
+    ``zoom`` a frame (scale ``1 + zoom * index``); the box (one flat colour at least 40 grey levels of luma from
+    the background's mean, or a sharper texture) moves by ``object_velocity`` pixels a frame along a path centred
+    in the picture.
+    """
+    world_side = side * 3
+    world = soft_texture(world_side, world_side, seed, texture_scale, contrast)
+    rng = np.random.default_rng(seed + 1)
+    if flat_object:
+        box = np.empty((object_size, object_size, 3), dtype=np.float32)
+        box[...] = rng.integers(40, 220, 3)
+        # Visible in luma, which codecs and the selection read: at least 40 grey levels from the background's.
+        while abs(float(box[0, 0] @ LUMA_WEIGHTS) - float(SOFT_COLOUR @ LUMA_WEIGHTS)) < 40:
+            box[...] = rng.integers(40, 220, 3)
+    else:
+        box = soft_texture(object_size, object_size, seed + 2, 1.5, 40.0)
+    travel = [velocity * (num_frames - 1) for velocity in object_velocity]
+    if max(abs(t) for t in travel) > side - object_size:
+        raise ValueError(f"a box moving {object_velocity} px a frame leaves the picture in {num_frames} frames")
+    # The path centred in the picture: the box never leaves it (a jump back would uncover new content).
+    start = [(side - object_size - t) / 2 for t in travel]
+    frames, boxes = [], []
+    for index in range(num_frames):
+        scale = 1 + zoom * index
+        centre_x, centre_y = world_side / 2 + pan[0] * index, world_side / 2 + pan[1] * index
+        half = side / 2 / scale
+        to_world = np.float32([[1 / scale, 0, centre_x - half], [0, 1 / scale, centre_y - half]])
+        picture = cv2.warpAffine(world, to_world, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        left = round(start[0] + object_velocity[0] * index)
+        top = round(start[1] + object_velocity[1] * index)
+        picture[top : top + object_size, left : left + object_size] = box
+        frames.append(np.clip(picture, 0, 255).astype(np.uint8))
+        boxes.append((top, left, top + object_size, left + object_size))
+    return SyntheticClip(np.stack(frames), boxes)
+
+
 def write_clip(path: str | os.PathLike[str], clip: SyntheticClip, codec: str = "h264", **options: object) -> Path:
     """Encode a clip with :func:`write_video` (GOP 16, no B-frames by default)."""
     return write_video(path, clip.frames, codec=codec, **options)
 
 
-def object_precision(selection: Any, clip: SyntheticClip) -> float:
-    """Share of a selection's patches of frames t >= 1, the grid's border ring excluded (a pan brings new
-    content in there), that touch the clip's moving object (its box mapped through the selection's
-    geometry): how well a selection finds what moves."""
+def object_precision(selection: Any, clip: SyntheticClip, margin: int = 0) -> float:
+    """Share of a selection's patches of frames t >= 1, the grid's border ring and the frames kept whole
+    excluded (a pan brings new content into the ring; whole frames are not chosen by score), that touch the
+    clip's moving object (its box mapped through the selection's geometry, grown by ``margin`` patches: the
+    patches next to a moving box hold the background it uncovers): how well a selection finds what moves."""
     geometry = selection.meta["geometry"]
     top, left = geometry["offset"]
     scale_y, scale_x = (r / s for r, s in zip(geometry["resized_hw"], geometry["source_hw"], strict=True))
     p = selection.patch_size
     _, rows, cols = selection.grid
+    whole = set(selection.meta.get("whole_frames", ()))
+    grow = margin * p
     hits = counted = 0
     for t, h, w in selection.positions_thw:
-        if t < 1 or h in (0, rows - 1) or w in (0, cols - 1):
+        if t < 1 or t in whole or h in (0, rows - 1) or w in (0, cols - 1):
             continue
         counted += 1
         y0, x0, y1, x1 = clip.boxes[selection.frame_ids[t]]
-        y0, y1 = y0 * scale_y + top, y1 * scale_y + top
-        x0, x1 = x0 * scale_x + left, x1 * scale_x + left
+        y0, y1 = y0 * scale_y + top - grow, y1 * scale_y + top + grow
+        x0, x1 = x0 * scale_x + left - grow, x1 * scale_x + left + grow
         hits += bool(h * p < y1 and (h + 1) * p > y0 and w * p < x1 and (w + 1) * p > x0)
     return hits / max(counted, 1)
