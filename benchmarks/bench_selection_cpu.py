@@ -168,14 +168,14 @@ def breakdowns(paths: list[Path], rounds: int) -> None:
     totals: dict[tuple[Path, str], list[float]] = defaultdict(list)
     per_stage: dict[tuple[Path, str], dict[str, list[float]]] = {case: defaultdict(list) for case in cases}
     originals = {key: getattr(*key) for key in STAGES}
-    original_score_frames = select._score_frames
+    original_score_frames = select.score_frames
     try:
         for round_number in range(rounds + 1):
             for case in cases:
                 clock = StageClock()
                 for (owner, name), stage in STAGES.items():
                     setattr(owner, name, clock.wrap(originals[owner, name], stage))
-                select._score_frames = clock.wrap(original_score_frames, DECODE)
+                select.score_frames = clock.wrap(original_score_frames, DECODE)
                 total = cpu_seconds(functools.partial(one_opencv_thread, select_patches, *case))
                 if round_number == 0:
                     continue
@@ -186,7 +186,7 @@ def breakdowns(paths: list[Path], rounds: int) -> None:
     finally:
         for (owner, name), function in originals.items():
             setattr(owner, name, function)
-        select._score_frames = original_score_frames
+        select.score_frames = original_score_frames
     for path, preset in cases:
         total = statistics.median(totals[path, preset])
         print(f"\n  {path.name}, preset {preset}: {total * 1000:.1f} ms CPU (instrumented, OpenCV on one thread)")

@@ -245,7 +245,9 @@ def finished_videos(out):
 def test_interrupted_preprocess_leaves_no_partial_files(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
-    clip = make_clip("panning", num_frames=96, size=(240, 320))
+    # Large enough frames that the 15 videos after the first take seconds: the interrupt, sent once the first is
+    # done, lands before the run could end even on a loaded machine.
+    clip = make_clip("panning", num_frames=96, size=(480, 640))
     for index in range(16):
         write_clip(videos / f"clip{index:02d}.mp4", clip)
     out = tmp_path / "out"

@@ -110,7 +110,7 @@ def test_an_extreme_aspect_ratio_is_refused_before_scoring(tmp_path, hw, monkeyp
     def never(*args, **kwargs):
         raise AssertionError("frames were scored")
 
-    monkeypatch.setattr(select_module, "_score_frames", never)
+    monkeypatch.setattr(select_module, "score_frames", never)
     with pytest.raises(
         SelectionError,
         match=rf"thin_{width}x{height}\.mp4: frames of {width}x{height} would be scored "

@@ -22,7 +22,11 @@ from .presets import SELECTION_PRESETS, SelectionPreset
 
 # Public name -> the module that defines it, imported on first use.
 _LAZY = {
+    "CodecConfig": ".codec_video",
     "CodecSelection": ".codec_selection",
+    "CodecVideoOutput": ".codec_video",
+    "fetch_codec_video": ".codec_video",
+    "process_video_info": ".codec_video",
     "VideoFrames": ".reader",
     "compute_codec_visible_indices": ".select",
     "read_video_frames": ".reader",
@@ -32,7 +36,9 @@ _LAZY = {
 
 __all__ = [
     "SELECTION_PRESETS",
+    "CodecConfig",
     "CodecSelection",
+    "CodecVideoOutput",
     "CorruptVideoError",
     "ImageNotVideoError",
     "NotAVideoError",
@@ -44,6 +50,8 @@ __all__ = [
     "VideoFrames",
     "VideoNotFoundError",
     "compute_codec_visible_indices",
+    "fetch_codec_video",
+    "process_video_info",
     "read_video_frames",
     "select_patches",
     "transcode",

@@ -103,19 +103,8 @@ def select_patches(
         frame_range=frame_range,
         allow_truncated=allow_truncated,
     )
-    config = SaliencyConfig(
-        mv_compensate=options.mv_compensate,
-        mv_precision=options.mv_precision,
-        fusion=options.fusion,
-        fusion_weights=options.fusion_weights,
-        inconsistency=options.inconsistency,
-        residual=options.residual,
-        centre_prior=options.centre_prior,
-        mv_norm_floor=options.mv_norm_floor,
-        check_vectors=options.check_vectors,
-        residual_norm_floor=options.residual_norm_floor,
-    )
-    k, num_frames, motion, anchor_list = options.num_patches, options.num_frames, options.motion, options.whole_frames
+    config = saliency_config(options)
+    k, num_frames, anchor_list = options.num_patches, options.num_frames, options.whole_frames
 
     started = time.perf_counter()
     with VideoReader(path, options.allow_truncated) as reader:
@@ -125,16 +114,9 @@ def select_patches(
             frame_ids = sample_frame_ids(info.num_frames, num_frames, options.frame_range)
         except ValueError as error:
             raise SelectionError(info.path, str(error)) from None
-        if motion == "codec" and not info.exports_motion_vectors:
-            raise SelectionError(
-                info.path, f"{info.codec} streams carry no exportable motion vectors; use motion='estimate' or 'auto'"
-            )
-        if motion == "auto" and options.motion_without_vectors == "zero" and info.exports_motion_vectors:
-            motion = "codec"  # frames without coded vectors (intra ones among them) have zero motion
-        elif motion == "auto" and not info.vectors_have_known_references:
-            motion = "estimate"  # vectors over unknown distances are no measure of motion
+        motion = resolve_motion(options, info)
         still_test = options.static_threshold is not None  # the one use of the patches' motion
-        per_frame, frames = _score_frames(reader, frame_ids, geometry, config, motion, options.keep_frames, still_test)
+        per_frame, frames = score_frames(reader, frame_ids, geometry, config, motion, options.keep_frames, still_test)
 
     slots = [per_frame[int(i)] for i in frame_ids]
     scores = np.stack([s.patch_scores for s in slots])
@@ -170,7 +152,38 @@ def select_patches(
     )
 
 
-def _score_frames(
+def saliency_config(options: SelectionOptions) -> SaliencyConfig:
+    """How the resolved options score a frame."""
+    return SaliencyConfig(
+        mv_compensate=options.mv_compensate,
+        mv_precision=options.mv_precision,
+        fusion=options.fusion,
+        fusion_weights=options.fusion_weights,
+        inconsistency=options.inconsistency,
+        residual=options.residual,
+        centre_prior=options.centre_prior,
+        mv_norm_floor=options.mv_norm_floor,
+        check_vectors=options.check_vectors,
+        residual_norm_floor=options.residual_norm_floor,
+    )
+
+
+def resolve_motion(options: SelectionOptions, info: VideoInfo) -> str:
+    """``options.motion`` for this video: ``auto`` made ``codec`` or ``estimate`` where the preset and the stream
+    decide it (otherwise left to each frame); ``codec`` refused for a stream without vectors."""
+    motion = options.motion
+    if motion == "codec" and not info.exports_motion_vectors:
+        raise SelectionError(
+            info.path, f"{info.codec} streams carry no exportable motion vectors; use motion='estimate' or 'auto'"
+        )
+    if motion == "auto" and options.motion_without_vectors == "zero" and info.exports_motion_vectors:
+        return "codec"  # frames without coded vectors (intra ones among them) have zero motion
+    if motion == "auto" and not info.vectors_have_known_references:
+        return "estimate"  # vectors over unknown distances are no measure of motion
+    return motion
+
+
+def score_frames(
     reader: VideoReader,
     frame_ids: np.ndarray,
     geometry: FrameGeometry,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,17 @@ def lmm_size(patch_size: int) -> int:
     return LMM_GRID * patch_size
 
 
-VideoInput = str | os.PathLike[str] | Any  # a --pack folder, a video file, or a CodecSelection with its frames
+@dataclass(frozen=True)
+class UniformFrames:
+    """A video file to read as ``num_frames`` whole frames spread uniformly over it, instead of selected: the
+    baseline to codec selection (:meth:`OneVisionLlavaProcessor.process_video_frames`)."""
+
+    path: str | os.PathLike[str]
+    num_frames: int
+
+
+# a --pack folder, a video file, a CodecSelection with its frames, or UniformFrames
+VideoInput = str | os.PathLike[str] | UniformFrames | Any
 
 
 class OneVisionLlavaProcessor(ProcessorMixin):
@@ -199,12 +210,40 @@ class OneVisionLlavaProcessor(ProcessorMixin):
 
         if isinstance(video, CodecSelection):
             return self._pack_selection(video)
+        if isinstance(video, UniformFrames):
+            return self.process_video_frames(video.path, video.num_frames)
         path = Path(video)
         if path.is_dir():
             return self.load_pack(path)
         from ..codec import select_patches
 
         return self._pack_selection(select_patches(path, **self.selection_keywords))
+
+    def process_video_frames(self, path: str | os.PathLike[str], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform sampling, the baseline to codec selection: ``num_frames`` whole frames spread over the video
+        file, on the mosaics' canvas (the ``lmm`` preset's fit at ``selection_keywords``' size, area resampling,
+        zero padding) and normalised like them: ``[T, C, H, W]``, and each patch's (t, h, w) with t the frame's
+        place on the 64-frame grid the codec's positions use."""
+        import cv2
+
+        from ..codec.geometry import plan_geometry
+        from ..codec.reader import read_video_frames
+        from ..video.grid import VIRTUAL_FRAMES, chunk_visible_indices, frame_positions, indices_to_positions
+
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        read = read_video_frames(path, num_frames=num_frames)
+        patch = self.image_processor.patch_size
+        geometry = plan_geometry(
+            read.frames.shape[1:3], SELECTION_PRESETS["lmm"].fit, self.selection_keywords["size"], patch
+        )
+        height, width = geometry.resized_hw
+        canvases = [
+            geometry.to_canvas(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA))
+            for frame in read.frames
+        ]
+        indices = chunk_visible_indices(frame_positions(num_frames, VIRTUAL_FRAMES), geometry.grid_hw)
+        return self._normalised_pack(canvases, indices_to_positions(indices, geometry.grid_hw), str(path))
 
     def _pack_selection(self, selection: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The mosaics and positions ``--pack`` would write for ``selection``, made in memory."""

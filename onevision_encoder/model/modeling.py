@@ -10,6 +10,7 @@ the outputs against the reference implementation's on golden fixtures.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -175,19 +176,26 @@ class TokenLayout:
             raise ValueError("no samples: at least one sequence is needed")
         if any(not isinstance(n, int) or n < 1 for n in lengths):
             raise ValueError(f"every sequence length must be a positive integer, got {lengths}")
-        cu_seqlens = torch.zeros(len(lengths) + 1, dtype=torch.int32, device=device)
-        cu_seqlens[1:] = torch.tensor(lengths, device=device).cumsum(0)
+        # Offsets summed in Python, not read back from a tensor, so that torch.compile traces them as sizes.
+        offsets = [0, *itertools.accumulate(lengths)]
+        cu_seqlens = torch.tensor(offsets, dtype=torch.int32, device=device)
         layout = cls(list(lengths), cu_seqlens, padded)
         if padded:
             layout.valid = (
                 torch.arange(max(lengths), device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
             )
             return layout
-        by_length: dict[int, list[int]] = {}
+        # Grouped by comparing lengths, not hashing them: under torch.compile with dynamic shapes a hash fixes each
+        # length in the graph, while a comparison only fixes which samples are equal.
+        by_length: list[tuple[int, list[int]]] = []
         for index, length in enumerate(lengths):
-            by_length.setdefault(length, []).append(index)
-        for length, members in by_length.items():
-            rows = torch.cat([torch.arange(int(cu_seqlens[i]), int(cu_seqlens[i]) + length) for i in members])
+            members = next((members for known, members in by_length if known == length), None)
+            if members is None:
+                by_length.append((length, [index]))
+            else:
+                members.append(index)
+        for length, members in by_length:
+            rows = torch.cat([torch.arange(offsets[i], offsets[i] + length) for i in members])
             layout.groups.append((members, rows.to(device)))
         return layout
 

@@ -93,6 +93,15 @@ def check_visible_indices(
     if indices.shape[1] == 0:
         raise ValueError(f"{name} is empty: at least one patch must be visible")
     indices = indices.long()
+    if torch.compiler.is_compiling():
+        # The values are unknown while torch.compile traces: the same checks become assertions run in the graph.
+        ordered = indices.sort(dim=1).values
+        torch._assert_async(
+            (ordered[:, 0] >= 0).all() & (ordered[:, -1] < limit).all(),
+            f"{name} contains an index that is negative or not below the number of patches",
+        )
+        torch._assert_async((ordered.diff(dim=1) != 0).all(), f"{name} repeats an index within a sample")
+        return indices
     low, high = int(indices.min()), int(indices.max())
     if low < 0:
         raise ValueError(f"{name} contains a negative index ({low})")
