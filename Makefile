@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OLDEST := .venv-oldest
 LMMS_EVAL := .venv-lmms-eval
 
-.PHONY: demo test test-transformers test-oldest test-lmms-eval lint bench clean
+.PHONY: demo test test-transformers test-oldest test-lmms-eval lint bench clean docs docs-serve
 
 $(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ $(OLDEST)/bin/.installed: pyproject.toml requirements-dev.txt requirements-oldes
 test-oldest: $(OLDEST)/bin/.installed
 	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider
 
-# lmms-eval's own environment (README, lmms-eval): it needs filelock<4, and pins av<16, which our av>=17.1
+# lmms-eval's own environment (docs/integrations.md, lmms-eval): it needs filelock<4, and pins av<16, which our av>=17.1
 # excludes, so it goes in without its dependencies and then gets them all but av (pip check reports that one).
 $(LMMS_EVAL)/bin/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(LMMS_EVAL)
@@ -60,11 +60,23 @@ test-lmms-eval: $(LMMS_EVAL)/bin/.installed
 	$(LMMS_EVAL)/bin/python -m pytest -q -p no:cacheprovider tests/test_lmms_eval.py tests/test_codec.py
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check onevision_encoder tests benchmarks examples
-	$(BIN)/ruff format --check onevision_encoder tests benchmarks examples
+	$(BIN)/ruff check onevision_encoder tests benchmarks examples docs/hooks
+	$(BIN)/ruff format --check onevision_encoder tests benchmarks examples docs/hooks
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_attention.py
+
+# The documentation site (mkdocs.yml, docs/, the `docs` extra): `make docs` builds it into site/ and fails on any
+# warning, broken link or missing anchor; `make docs-serve` serves it at http://127.0.0.1:8000 as you edit.
+$(BIN)/.docs-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+	touch $@
+
+docs: $(BIN)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(BIN)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
 	rm -rf $(VENV) $(OLDEST) $(LMMS_EVAL) build *.egg-info onevision-demo

@@ -7,6 +7,7 @@ process; peak memory from a fresh process per (backend, tokens), so one cannot i
     python benchmarks/bench_attention.py                 # CPU, float32, sdpa vs eager
     python benchmarks/bench_attention.py --device cuda --dtype bfloat16 \
         --backends sdpa eager flash_attention_2
+    python benchmarks/bench_attention.py --plot attention.png   # also draw the measured figures
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from memory import peak_rss, reset_peak_rss
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--plot", type=Path, help="also draw the measured figures into this PNG file")
     parser.add_argument("--memory-of", nargs=2, metavar=("BACKEND", "TOKENS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_of:
@@ -109,6 +112,8 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    milliseconds: dict[str, list[float]] = {backend: [] for backend in args.backends}
+    mebibytes: dict[str, list[float]] = {backend: [] for backend in args.backends}
     for tokens in args.tokens:
         inputs = make_inputs(tokens, args.device, dtype)
         reference = {b: forward(model, b, inputs).float() for b in args.backends}  # also warms up
@@ -123,8 +128,24 @@ def main() -> None:
             median = statistics.median(times[backend])
             diff = (reference[backend] - reference[baseline]).abs().max().item()
             memory = peak_memory(args, backend, tokens)
+            milliseconds[backend].append(median * 1000)
+            mebibytes[backend].append(memory)
             print(f"{tokens:>6} {TOKENS[tokens]:<18} {backend:<18} {median * 1000:>9.1f} "
                   f"{median / base_time:>10.2f} {memory:>9.0f} {diff:>9.1e}")  # fmt: skip
+    if args.plot:
+        from plots import Panel, machine, save_bar_chart
+
+        groups = [f"{tokens}\n{TOKENS[tokens]}" for tokens in args.tokens]
+        save_bar_chart(
+            args.plot,
+            f"Attention backends, ViT-L width, {args.layers} blocks, {args.dtype} on {args.device}, "
+            f"torch {torch.__version__.split('+')[0]}, {torch.get_num_threads()} threads, {machine()}",
+            [
+                Panel(f"forward time (median of {args.repeats})", "ms", groups, milliseconds),
+                Panel("peak memory of a forward pass", "MiB", groups, mebibytes),
+            ],
+        )
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from memory import peak_rss, reset_peak_rss
 
 from onevision_encoder.codec import select as select_module
 from onevision_encoder.codec import select_patches
-from onevision_encoder.codec.reader import VideoReader, sample_frame_ids
+from onevision_encoder.codec.frames import sample_frame_ids
+from onevision_encoder.codec.reader import VideoReader
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 

@@ -6,7 +6,7 @@ interleaved, medians of ``--rounds``. Videos: bigbuckbunny.mp4 (720p H.264, 132 
 and a generated 60 s 720p H.264 clip (a camera panning over a texture while a box moves); ours alone on a generated
 10-minute 720p clip (lmms-video-utils decodes a whole video into memory: do not give it longer ones).
 
-    python benchmarks/bench_codec_video.py [--rounds 5] [--folder DIR]
+    python benchmarks/bench_codec_video.py [--rounds 5] [--folder DIR] [--plot PNG]
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def run_one(which: str, path: str) -> None:
 
 
 def measure(which: str, path: Path) -> dict[str, float]:
-    result = subprocess.run(
-        [sys.executable, __file__, "--run", which, str(path)], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, __file__, "--run", which, str(path)], capture_output=True, text=True)
+    if result.returncode != 0:  # the child's own error, not only its exit status
+        sys.exit(f"error: {path}: the {which} call failed (exit status {result.returncode}):\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -112,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--folder", type=Path, help="keep the generated videos here (default: a temporary folder)")
+    parser.add_argument("--plot", type=Path, help="also draw the measured figures into this PNG file")
     parser.add_argument("--run", nargs=2, metavar=("WHICH", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -127,6 +128,7 @@ def main() -> None:
         videos["generated 60 s 720p"] = make_video(folder / "generated-60s.mp4", 60)
         long_video = make_video(folder / "generated-600s.mp4", 600)
         print(f"median of {args.rounds} interleaved rounds, each call in a fresh process (2-core machine)")
+        measured: dict[str, dict[str, dict[str, float]]] = {}
         print(f"{'video':22s} {'':14s} {'wall s':>8s} {'CPU s':>8s} {'peak MiB':>9s} {'of it, the call':>16s}")
         for name, path in videos.items():
             runs: dict[str, list[dict[str, float]]] = {"lmms-video-utils": [], "ours": []}
@@ -142,6 +144,7 @@ def main() -> None:
                     f"{name:22s} {which:14s} {m['wall']:8.2f} {m['cpu']:8.2f} {m['peak_mib']:9.0f} "
                     f"{m['above_imports_mib']:16.0f}"
                 )
+            measured[name] = medians
             ours, theirs = medians["ours"], medians["lmms-video-utils"]
             ratios = [ours[key] / theirs[key] for key in ("wall", "cpu", "peak_mib", "above_imports_mib")]
             wall, cpu, peak, call = ratios
@@ -151,6 +154,34 @@ def main() -> None:
             f"{'generated 10 min 720p':22s} {'ours':14s} {alone['wall']:8.2f} {alone['cpu']:8.2f} "
             f"{alone['peak_mib']:9.0f} {alone['above_imports_mib']:16.0f}"
         )
+        measured["generated 10 min 720p"] = {"ours": alone}  # lmms-video-utils is not given it
+    if args.plot:
+        plot(args.plot, measured, args.rounds)
+
+
+def plot(path: Path, measured: dict[str, dict[str, dict[str, float]]], rounds: int) -> None:
+    from plots import Panel, machine, save_bar_chart
+
+    videos = list(measured)
+    groups = [video.replace(".mp4", "").replace("generated ", "generated\n") for video in videos]
+    runs = ("lmms-video-utils", "ours")
+
+    def panel(title: str, ylabel: str, key: str, value_format: str) -> Panel:
+        series = {run: [measured[video][run][key] if run in measured[video] else None for video in videos]
+                  for run in runs}  # fmt: skip
+        return Panel(title, ylabel, groups, series, value_format=value_format)
+
+    save_bar_chart(
+        path,
+        f"fetch_codec_video, ours vs lmms-video-utils 0.1.0: CPU, medians of {rounds} rounds, {machine()}"
+        " (10 min: ours only, one call)",
+        [
+            panel("wall time", "seconds", "wall", "{:.1f}"),
+            panel("CPU time (all threads)", "seconds", "cpu", "{:.1f}"),
+            panel("peak memory of the call", "MiB (above the imports)", "above_imports_mib", "{:.0f}"),
+        ],
+    )
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":

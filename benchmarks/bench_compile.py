@@ -7,6 +7,7 @@ medians of ``--rounds`` rounds are compared, all in one process, float32, no gra
 
     python benchmarks/bench_compile.py                     # the base model on CPU
     python benchmarks/bench_compile.py --preset large --device cuda
+    python benchmarks/bench_compile.py --plot compile.png  # also draw the measured figures
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up (at least 5)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--plot", type=Path, help="also draw the measured figures into this PNG file")
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("--rounds must be at least 5")
@@ -62,6 +65,8 @@ def main() -> None:
     )
     header = ("tokens", "compile s", "eager ms", "compiled ms", "compiled/eager", "max |diff|")
     print(" ".join(f"{title:>{width}}" for title, width in zip(header, (6, 10, 9, 12, 15, 11), strict=True)))
+    medians: dict[str, list[float]] = {"eager": [], "compiled": []}
+    compile_times: list[float] = []
     with torch.inference_mode():
         for tokens in args.tokens:
             inputs = make_inputs(tokens, args.device)
@@ -79,11 +84,40 @@ def main() -> None:
                     runs[name].append(timed(call, args.device))
             difference = (calls["compiled"]() - calls["eager"]()).abs().max().item()
             eager_ms, compiled_ms = (statistics.median(runs[name]) * 1000 for name in ("eager", "compiled"))
+            medians["eager"].append(eager_ms)
+            medians["compiled"].append(compiled_ms)
+            compile_times.append(compile_seconds)
             print(
                 f"{tokens:>6} {compile_seconds:>10.1f} {eager_ms:>9.0f} {compiled_ms:>12.0f} "
                 f"{compiled_ms / eager_ms:>14.2f}x {difference:>11.1e}"
             )
             torch._dynamo.reset()
+    if args.plot:
+        from plots import Panel, machine, save_bar_chart
+
+        groups = [f"{tokens} tokens" for tokens in args.tokens]
+        ratios = [compiled / eager for compiled, eager in zip(medians["compiled"], medians["eager"], strict=True)]
+        save_bar_chart(
+            args.plot,
+            f"torch.compile (inductor, dynamic=False) vs eager: {args.preset}, {config.num_hidden_layers} blocks, "
+            f"{args.device} float32, torch {torch.__version__.split('+')[0]}, {torch.get_num_threads()} threads, "
+            f"{machine()}",
+            [
+                Panel(f"forward time (median of {args.rounds})", "ms", groups, medians),
+                Panel(
+                    "compiled / eager time",
+                    "ratio (below 1: compiled faster)",
+                    groups,
+                    {"compiled / eager": ratios},
+                    value_format="{:.2f}x",
+                    reference_line=1.0,
+                ),
+                Panel(
+                    "compile time (first call)", "seconds", groups, {"compile": compile_times}, value_format="{:.1f}"
+                ),
+            ],
+        )
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from onevision_encoder import (
     OneVisionLlavaProcessor,
 )
 from onevision_encoder.codec import SELECTION_PRESETS
-from onevision_encoder.model.llava import vision_token_count
+from onevision_encoder.lmm.modeling import vision_token_count
 
 LMM = SELECTION_PRESETS["lmm"]  # 576x576 (long side padded), 16-pixel patches, K = 8 x 1296
 PROMPT = "describe this <video>"  # a short prompt: the vision tokens dominate the prefill
@@ -179,7 +179,7 @@ def measure(model: torch.nn.Module, processor: OneVisionLlavaProcessor, way: Way
 
 
 def print_tables(ways: list[Way], tokens: dict[str, int], medians: dict[str, dict[str, float]], rounds: int) -> None:
-    """The Markdown tables for the README: absolute figures, then ratios against the codec."""
+    """The Markdown tables for docs/lmm.md: absolute figures, then ratios against the codec."""
     print(
         f"\n| way (medians of {rounds} rounds) | encoder sees | vision tokens | "
         + " | ".join(STAGES)

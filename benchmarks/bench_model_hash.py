@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import onevision_encoder.model.loading  # noqa: F401 - imported here, as encode has, so that no import is timed
-from onevision_encoder.feature_store import model_identity
+from onevision_encoder.jobs.feature_store import model_identity
 
 FIXTURE_CONFIG = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "upstream_parity" / "tiny" / "config.json"
 

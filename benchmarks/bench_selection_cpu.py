@@ -15,7 +15,7 @@ In dataset preprocessing one process runs per core, so the CPU time per video (e
    decoding thread's time outside the other stages (the decoder's own threads are in "unattributed");
    the vector export inside the decoder is part 1's difference between the two plain decodes.
 
-    python benchmarks/bench_selection_cpu.py [--rounds 7]
+    python benchmarks/bench_selection_cpu.py [--rounds 7] [--plot PNG]
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import av
 import cv2
 
 from onevision_encoder.codec import compensation, geometry, reader, saliency, select, select_patches
-from onevision_encoder.codec.reader import VideoReader, sample_frame_ids
+from onevision_encoder.codec.frames import sample_frame_ids
+from onevision_encoder.codec.reader import VideoReader
 
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4")
 PRESETS = ("encoder", "lmm")
@@ -162,8 +163,9 @@ class StageClock:
         return timed
 
 
-def breakdowns(paths: list[Path], rounds: int) -> None:
-    """Per-stage CPU time of each clip and preset, in interleaved rounds (the first warms up)."""
+def breakdowns(paths: list[Path], rounds: int) -> dict[tuple[Path, str], dict[str, float]]:
+    """Per-stage CPU time of each clip and preset, in interleaved rounds (the first warms up); returns the
+    median seconds per stage of each (clip, preset)."""
     cases = [(path, preset) for path in paths for preset in PRESETS]
     totals: dict[tuple[Path, str], list[float]] = defaultdict(list)
     per_stage: dict[tuple[Path, str], dict[str, list[float]]] = {case: defaultdict(list) for case in cases}
@@ -187,25 +189,50 @@ def breakdowns(paths: list[Path], rounds: int) -> None:
         for (owner, name), function in originals.items():
             setattr(owner, name, function)
         select.score_frames = original_score_frames
+    medians: dict[tuple[Path, str], dict[str, float]] = {}
     for path, preset in cases:
+        medians[path, preset] = {stage: statistics.median(values) for stage, values in per_stage[path, preset].items()}
         total = statistics.median(totals[path, preset])
         print(f"\n  {path.name}, preset {preset}: {total * 1000:.1f} ms CPU (instrumented, OpenCV on one thread)")
         stages = per_stage[path, preset]
         for stage, values in sorted(stages.items(), key=lambda item: -statistics.median(item[1])):
             median = statistics.median(values)
             print(f"    {stage:<56} {median * 1000:8.1f} ms  {median / total:6.1%}")
+    return medians
+
+
+def plot(path: Path, medians: dict[tuple[Path, str], dict[str, float]], rounds: int) -> None:
+    """One pile per (clip, preset), a layer per stage, the largest stages at the bottom."""
+    from plots import Panel, machine, save_bar_chart
+
+    cases = list(medians)
+    stages = sorted(
+        {stage for case in cases for stage in medians[case]}, key=lambda s: -sum(medians[c][s] for c in cases)
+    )
+    series = {stage: [medians[case][stage] * 1000 for case in cases] for stage in stages}
+    groups = [f"{clip.stem}\n{preset}" for clip, preset in cases]
+    save_bar_chart(
+        path,
+        f"select_patches: CPU time per stage (thread time, OpenCV on 1 thread), medians of {rounds} rounds, "
+        f"{machine()}",
+        [Panel("", "CPU ms per video", groups, series, stacked=True, legend_outside=True)],
+    )
+    print(f"plot: {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (at least 5)")
+    parser.add_argument("--plot", type=Path, help="also draw the per-stage breakdown into this PNG file")
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("--rounds must be at least 5: medians of fewer rounds are noise on a shared machine")
     paths = [sample_clip(name) for name in CLIPS]
     against_decode(paths, args.rounds)
     print(f"\nPer-stage CPU time of a selection, median of {args.rounds} interleaved rounds")
-    breakdowns(paths, args.rounds)
+    medians = breakdowns(paths, args.rounds)
+    if args.plot:
+        plot(args.plot, medians, args.rounds)
 
 
 if __name__ == "__main__":

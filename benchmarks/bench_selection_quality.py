@@ -35,8 +35,9 @@ import cv2
 import numpy as np
 
 from onevision_encoder.codec import motion, select_patches
+from onevision_encoder.codec.frame_arrays import luma_at
 from onevision_encoder.codec.geometry import plan_geometry
-from onevision_encoder.codec.reader import VideoReader, luma_at
+from onevision_encoder.codec.reader import VideoReader
 from onevision_encoder.codec.saliency import SaliencyConfig, score_frame
 from onevision_encoder.video.encode import write_video, write_video_with_defaults
 from onevision_encoder.video.synthetic import make_camera_clip, make_clip, object_precision

@@ -1,19 +1,17 @@
 """OneVision Encoder: a codec-style sparse video and native-resolution image encoder.
 
 Importing the package is light: its public names load on first use, and the model registers with
-transformers' Auto classes as soon as transformers' auto module loads (see ``auto_registration``),
+transformers' Auto classes as soon as transformers' auto module loads (see ``common.transformers_loading``),
 so ``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor`` load published checkpoint folders
 without ``trust_remote_code``.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from .auto_registration import register_when_transformers_loads
-
-__version__ = "0.1.0"
+from .common.lazy import lazy_exports
+from .common.transformers_loading import import_when_transformers_loads
 
 # Public name -> the sub-package that defines it.
 _EXPORTS = {
@@ -38,13 +36,13 @@ _EXPORTS = {
     "OneVisionEncoderVideoProcessor": ".model",
     "OneVisionEncoderModel": ".model",
     "OneVisionEncoderPreTrainedModel": ".model",
-    "OneVisionLlavaConfig": ".model",
-    "OneVisionLlavaForConditionalGeneration": ".model",
-    "OneVisionLlavaProcessor": ".model",
+    "OneVisionLlavaConfig": ".lmm",
+    "OneVisionLlavaForConditionalGeneration": ".lmm",
+    "OneVisionLlavaProcessor": ".lmm",
     "PackedEncoderOutput": ".model",
     "TokenLayout": ".model",
-    "vision_token_count": ".model",
-    "vision_tower_features": ".model",
+    "vision_token_count": ".lmm",
+    "vision_tower_features": ".lmm",
     "chunk_visible_indices": ".video",
     "frame_positions": ".video",
     "gather_patches": ".video",
@@ -58,16 +56,15 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
+_exported, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
+    if name == "__version__":
+        from .common.provenance import package_version
+
+        return package_version()
+    return _exported(name)
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
-
-
-register_when_transformers_loads()
+import_when_transformers_loads(f"{__name__}.model", f"{__name__}.lmm.auto_registration")

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 from onevision_encoder.codec import CodecSelection
-from onevision_encoder.conversations import with_images
+from onevision_encoder.lmm.conversations import with_images
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 ONEVISION = Path(sys.executable).with_name("onevision")

@@ -407,7 +407,7 @@ def test_help_imports_no_heavy_library():
 
 
 def test_probe_help_states_the_store_default(capsys):
-    from onevision_encoder.feature_store import CLIPS_PER_PART
+    from onevision_encoder.jobs.feature_store import CLIPS_PER_PART
 
     with pytest.raises(SystemExit):
         main(["probe", "--help"])

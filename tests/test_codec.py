@@ -21,8 +21,10 @@ from onevision_encoder.codec import (
     select_patches,
     transcode,
 )
+from onevision_encoder.codec.frame_arrays import luma_at
+from onevision_encoder.codec.frames import probe_video, read_sampled_frames, sample_frame_ids
 from onevision_encoder.codec.motion import estimate_motion, motion_compensated, rasterize_motion_vectors
-from onevision_encoder.codec.reader import VideoReader, luma_at, probe_video, read_sampled_frames, sample_frame_ids
+from onevision_encoder.codec.reader import VideoReader
 from onevision_encoder.codec.saliency import residual_magnitude, score_frame
 from onevision_encoder.video.synthetic import make_clip, write_clip
 

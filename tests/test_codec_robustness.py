@@ -14,9 +14,10 @@ import pytest
 from conftest import cut_after, write_stream
 
 from onevision_encoder.codec import CorruptVideoError, NotAVideoError, SelectionError, select_patches
+from onevision_encoder.codec.frames import probe_video
 from onevision_encoder.codec.geometry import MAX_RESIZED_SIDE, plan_geometry
 from onevision_encoder.codec.options import OptionError, SelectionOptions
-from onevision_encoder.codec.reader import VideoReader, probe_video
+from onevision_encoder.codec.reader import VideoReader
 from onevision_encoder.video.encode import write_video
 from onevision_encoder.video.synthetic import make_clip, texture
 

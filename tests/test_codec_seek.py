@@ -14,7 +14,8 @@ from onevision_encoder.codec import reader as reader_module
 from onevision_encoder.codec import select as select_module
 from onevision_encoder.codec import select_patches
 from onevision_encoder.codec.bitstream import is_disposable, is_random_access, nal_length_size
-from onevision_encoder.codec.reader import VideoReader, sample_frame_ids
+from onevision_encoder.codec.frames import sample_frame_ids
+from onevision_encoder.codec.reader import VideoReader
 from onevision_encoder.codec.seeking import FrameIndex
 from onevision_encoder.video.synthetic import make_clip, texture
 
@@ -301,9 +302,9 @@ def test_the_packet_scan_runs_only_when_a_seek_could_skip_frames(streams, plan, 
     seek could skip (every 4th frame has none), and the frames are those of a full decode either way."""
     path, ids = streams["h264.avi"], PLANS[plan](FRAMES)
     scans = []
-    scan = reader_module._count_packets
+    scan = reader_module.count_packets
     monkeypatch.setattr(
-        reader_module, "_count_packets", lambda *args, **kwargs: scans.append(1) or scan(*args, **kwargs)
+        reader_module, "count_packets", lambda *args, **kwargs: scans.append(1) or scan(*args, **kwargs)
     )
     ours, stats, index = read(path, ids)
     expected = 0 if plan == "every 4th" else 1

@@ -15,7 +15,8 @@ from PIL import Image
 from onevision_encoder import OneVisionEncoderModel
 from onevision_encoder.cli import concepts_cmd
 from onevision_encoder.cli.options import UsageError
-from onevision_encoder.codec.reader import VideoReader, read_frames, sample_frame_ids
+from onevision_encoder.codec.frames import read_frames, sample_frame_ids
+from onevision_encoder.codec.reader import VideoReader
 from onevision_encoder.evaluation.teacher import image_features, load_teacher
 from onevision_encoder.training.clustering import kmeans, nearest_centres
 from onevision_encoder.training.concepts import build_concepts, embed_manifest

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from conftest import spawn_processes
 
-from onevision_encoder.distributed import gather_in_order, process_group
+from onevision_encoder.common.distributed import gather_in_order, process_group
 
 
 def _free_port() -> int:

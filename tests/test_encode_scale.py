@@ -17,11 +17,11 @@ from PIL import Image, ImageOps
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from onevision_encoder import features as features_module
 from onevision_encoder.cli.main import main
-from onevision_encoder.distributed import resolve_device
+from onevision_encoder.common.distributed import resolve_device
 from onevision_encoder.evaluation import Clip, FeatureSpec, FeatureStore, cached_features
-from onevision_encoder.feature_store import FailedRowError
+from onevision_encoder.jobs import features as features_module
+from onevision_encoder.jobs.feature_store import FailedRowError
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 NAMES = ["a.png", "b.png", "bad.mp4", "c.png", "d.png", "sub/e.png", "sub/walk.mp4"]  # row order (sorted paths)
@@ -272,8 +272,14 @@ def test_parts_of_another_package_version_are_reused_and_reported(data, parity_d
 
     out = tmp_path / "features"
     argv = [data / "a.png", data / "b.png", *model_args(parity_dir, "--clips-per-part", "1"), "--out", out]
-    with monkeypatch.context() as earlier:
-        earlier.setattr(onevision_encoder, "__version__", "0.0.1")
+    import importlib.metadata
+
+    installed = importlib.metadata.version
+
+    with monkeypatch.context() as earlier:  # an earlier release of this package, as its metadata says
+        earlier.setattr(
+            importlib.metadata, "version", lambda name: "0.0.1" if name == "onevision-encoder" else installed(name)
+        )
         assert encode(*argv) == 0
     written = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
     capsys.readouterr()
@@ -305,7 +311,7 @@ def test_a_failure_is_recorded_as_it_happens(data, parity_dir, tmp_path, monkeyp
 def test_a_hub_id_is_identified_by_the_content_of_its_cached_files(parity_dir, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from onevision_encoder.feature_store import model_identity
+    from onevision_encoder.jobs.feature_store import model_identity
 
     revision = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--someone--tiny"

@@ -16,7 +16,7 @@ from onevision_encoder import (
     indices_to_positions,
 )
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+LMM_PAGE = Path(__file__).resolve().parents[1] / "docs" / "lmm.md"
 WORDS = ["user", "assistant", ":", "describe", "the", "picture", "clip", "a", "red", "cat", "blue", "dog", "jumps"]
 PATCH, MERGE = 4, 2
 IMAGE_TOKENS = (16 // PATCH // MERGE) * (24 // PATCH // MERGE)  # a 16x24 image: 6 merged tokens
@@ -325,7 +325,7 @@ def test_from_encoder_and_lm(tokenizer, tmp_path):
 
 
 def test_readme_example_runs():
-    section = README.read_text().split("## The LMM probe", 1)[1].split("\n## ", 1)[0]
+    section = LMM_PAGE.read_text().split("# The LMM probe", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert blocks, "the README's LMM probe section has no python example"
-    exec(compile(blocks[0], "README.md: The LMM probe", "exec"), {})
+    assert blocks, "docs/lmm.md's LMM probe section has no python example"
+    exec(compile(blocks[0], "docs/lmm.md: The LMM probe", "exec"), {})

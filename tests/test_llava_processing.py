@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_llava import PATCH, README, make_model, make_tokenizer
+from test_llava import LMM_PAGE, PATCH, make_model, make_tokenizer
 from transformers import AutoProcessor
 
 from onevision_encoder import OneVisionEncoderImageProcessor, OneVisionLlavaProcessor, select_patches
-from onevision_encoder.cli.preprocess_cmd import process_video
+from onevision_encoder.jobs.preprocess import process_video
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 # A 32x32 lmm-preset selection in 4-pixel patches: 8 mosaics of 8x8 patches, 4x4 = 16 tokens each after merging.
@@ -192,11 +192,11 @@ def test_save_and_load(tokenizer, packed, tmp_path):
 
 
 def test_readme_processor_example_runs():
-    section = README.read_text().split("## The LMM probe", 1)[1].split("\n## ", 1)[0]
+    section = LMM_PAGE.read_text().split("# The LMM probe", 1)[1].split("\n## ", 1)[0]
     blocks = [
         block
         for block in re.findall(r"```python\n(.*?)```", section, flags=re.S)
         if "OneVisionLlavaProcessor(" in block
     ]
-    assert blocks, "the README's LMM probe section has no processor example"
-    exec(compile(blocks[0], "README.md: The LMM probe (processor)", "exec"), {})
+    assert blocks, "docs/lmm.md's LMM probe section has no processor example"
+    exec(compile(blocks[0], "docs/lmm.md: The LMM probe (processor)", "exec"), {})

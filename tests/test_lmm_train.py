@@ -24,13 +24,13 @@ from transformers import (
 
 from onevision_encoder import OneVisionEncoderConfig, OneVisionEncoderModel
 from onevision_encoder.cli.main import main
-from onevision_encoder.training.lmm import build_model_and_processor, load_lmm_config
-from onevision_encoder.training.lmm_data import (
+from onevision_encoder.lmm.data import (
     ConversationCollator,
     ConversationDataset,
     ConversationSource,
     SkippedItems,
 )
+from onevision_encoder.lmm.training import build_model_and_processor, load_lmm_config
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 WORDS = ["user", "assistant", ":", "describe", "the", "picture", "clip", "what", "is", "a", "red", "cat", "blue", "dog"]
@@ -343,7 +343,7 @@ def test_per_part_rates_refuse_an_optimiser_that_deepspeed_builds():
     would drop the parts' rates (DeepSpeed is not installed here, so its parsed config stands in)."""
     from types import SimpleNamespace
 
-    from onevision_encoder.training.lmm import deepspeed_builds_optimiser
+    from onevision_encoder.lmm.training import deepspeed_builds_optimiser
 
     def args(config):
         return SimpleNamespace(deepspeed="ds.json", hf_deepspeed_config=SimpleNamespace(config=config))
@@ -354,7 +354,7 @@ def test_per_part_rates_refuse_an_optimiser_that_deepspeed_builds():
 
 
 def test_parameter_names_under_wrappers_find_their_part():
-    from onevision_encoder.training.lmm_trainer import part_of
+    from onevision_encoder.lmm.trainer import part_of
 
     assert part_of("_fsdp_wrapped_module.vision_tower._fsdp_wrapped_module.encoder.layers.0.mlp.fc1.weight") == (
         "vision_tower"
@@ -365,11 +365,11 @@ def test_parameter_names_under_wrappers_find_their_part():
 
 
 def test_the_lmm_train_example_runs_as_documented(tmp_path):
-    """The README's three commands of examples/lmm-train/, as printed there, with its folder in a temporary one:
+    """docs/lmm.md's three commands of examples/lmm-train/, as printed there, with its folder in a temporary one:
     they train the tiny model on the generated data, which then answers with what it learnt, and they write
     nothing into the repository."""
     root = Path(__file__).resolve().parents[1]
-    section = (root / "README.md").read_text().split("### A first LMM training run", 1)[1].split("\n### ", 1)[0]
+    section = (root / "docs" / "lmm.md").read_text().split("## A first LMM training run", 1)[1].split("\n## ", 1)[0]
     [block] = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     commands = [line.replace("runs/lmm-example", str(tmp_path / "example")) for line in block.splitlines()]
     assert len(commands) == 3 and commands[0].startswith("python examples/lmm-train/prepare.py")

@@ -1,8 +1,8 @@
 """The lmms-eval model plugin (``--model onevision_llava``) and the local video task of ``examples/lmms-eval-task/``.
 
 lmms-eval 0.7.3 needs filelock<4 and pins av<16 (against our av>=17.1), so it lives in its own environment:
-``make test-lmms-eval`` builds ``.venv-lmms-eval`` (README, lmms-eval) and runs this file there; elsewhere the
-tests that need it are skipped.
+``make test-lmms-eval`` builds ``.venv-lmms-eval`` (docs/integrations.md, lmms-eval) and runs this file there;
+elsewhere the tests that need it are skipped.
 """
 
 import importlib.util
@@ -18,7 +18,7 @@ import torch
 from test_llava import make_model, make_tokenizer
 from test_llava_processing import make_processor
 
-from onevision_encoder.model.llava_processing import UniformFrames
+from onevision_encoder.lmm.processing import UniformFrames
 from onevision_encoder.video.synthetic import make_clip, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def task(tmp_path_factory) -> Path:
 
 
 def direct_answer(model_folder: Path, video: str, question: str, max_new_tokens: int) -> str:
-    """What the model answers through its processor alone (README's LMM section), greedily."""
+    """What the model answers through its processor alone (docs/lmm.md), greedily."""
     from onevision_encoder import OneVisionLlavaForConditionalGeneration, OneVisionLlavaProcessor
 
     processor = OneVisionLlavaProcessor.from_pretrained(model_folder)
@@ -78,7 +78,7 @@ def test_lmms_eval_runs_the_local_video_task_with_the_model_answering_as_itself(
     written = sorted(results.rglob("*_results.json"))
     assert len(written) == 1, f"no results file; lmms-eval said:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     summary = json.loads(written[0].read_text())
-    assert summary["config"]["model_backend"].startswith("onevision_encoder.lmms_eval_plugin.OneVisionLlava")
+    assert summary["config"]["model_backend"].startswith("onevision_encoder.lmm.lmms_eval_plugin.OneVisionLlava")
     assert summary["n-samples"]["onevision_clips"] == {"original": 8, "effective": 8}
     assert 0.0 <= summary["results"]["onevision_clips"]["exact_match,none"] <= 1.0
 
@@ -100,7 +100,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def make_plugin(saved_model: Path, **model_args):
-    from onevision_encoder.lmms_eval_plugin import OneVisionLlava
+    from onevision_encoder.lmm.lmms_eval_plugin import OneVisionLlava
 
     return OneVisionLlava(pretrained=str(saved_model), device="cpu", **model_args)
 

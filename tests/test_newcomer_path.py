@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 from onevision_encoder.codec import ImageNotVideoError, NotAVideoError, select_patches
-from onevision_encoder.progress import ProgressLines
+from onevision_encoder.common.progress import ProgressLines
 from onevision_encoder.training import load_config, train
 from onevision_encoder.training.synthetic import SYNTHETIC_FOLDER, synthetic_dataset
 from onevision_encoder.video.synthetic import make_clip, write_clip

@@ -12,7 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from onevision_encoder import OneVisionEncoderModel, vision_tower_features
 from onevision_encoder.evaluation import FeatureExtractor, FeatureSpec
-from onevision_encoder.features import EncoderInput, encode_tensors
+from onevision_encoder.jobs.features import EncoderInput, encode_tensors
 from onevision_encoder.model.classification import OneVisionEncoderForVideoClassification
 from onevision_encoder.video.synthetic import make_clip, write_clip
 

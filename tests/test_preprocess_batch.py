@@ -19,9 +19,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from onevision_encoder import files
-from onevision_encoder.batch import DONE, FAILED, Outcome, run_in_workers
 from onevision_encoder.codec.codec_selection import PACK_POSITIONS_FILE
+from onevision_encoder.common import files
+from onevision_encoder.jobs.batch import DONE, FAILED, Outcome, run_in_workers
 
 ONEVISION = Path(sys.executable).with_name("onevision")
 
@@ -69,8 +69,8 @@ def fake(monkeypatch):
     import numpy as np
 
     from onevision_encoder import codec
-    from onevision_encoder.cli import preprocess_cmd
     from onevision_encoder.codec.codec_selection import CodecSelection
+    from onevision_encoder.jobs import preprocess as preprocess_job
 
     state = SimpleNamespace(selected=[], fail={}, writes=0, writes_before_error=0, write_error=None, on_select=None)
 
@@ -96,7 +96,7 @@ def fake(monkeypatch):
         (folder / PACK_POSITIONS_FILE).write_bytes(b"")
 
     monkeypatch.setattr(codec, "select_patches", select_patches)
-    monkeypatch.setattr(preprocess_cmd, "write_pack", write_pack)
+    monkeypatch.setattr(preprocess_job, "write_pack", write_pack)
     return state
 
 
@@ -377,7 +377,7 @@ def test_a_worker_dying_while_a_video_is_handed_to_the_pool_is_a_death_not_an_er
     """Between the pool's check that it is whole and its wake-up of its manager thread, the manager may find a
     dead worker and close the wake-up pipe: submit then raises OSError("handle is closed"), not BrokenProcessPool.
     That race (seen under load) is made certain here: the third video's hand-over kills a worker first."""
-    import onevision_encoder.batch as batch_module
+    import onevision_encoder.jobs.batch as batch_module
 
     handed = []
 
@@ -430,7 +430,7 @@ def test_a_full_or_read_only_out_stops_the_run_at_once(tmp_path, capsys, fake, e
 
 
 def test_when_even_the_summary_cannot_be_written_it_says_so(tmp_path, capsys, fake, monkeypatch):
-    from onevision_encoder.cli import preprocess_cmd
+    from onevision_encoder.jobs import report
 
     folder = videos(tmp_path / "videos", "a.mp4", "b.mp4")
     out = tmp_path / "out"
@@ -439,7 +439,7 @@ def test_when_even_the_summary_cannot_be_written_it_says_so(tmp_path, capsys, fa
     def full(path, content):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(preprocess_cmd, "atomic_write", full)
+    monkeypatch.setattr(report, "atomic_write", full)
     result = preprocess(capsys, folder, "--out", out)
     assert result.returncode == 1
     assert f"error: no space left on device: {out} (the summary could not be written either:" in result.stderr
@@ -479,7 +479,7 @@ def test_a_second_run_on_the_same_out_is_refused_and_a_dead_ones_lock_taken_over
         [
             sys.executable,
             "-c",
-            "import sys; from onevision_encoder.files import folder_lock\n"
+            "import sys; from onevision_encoder.common.files import folder_lock\n"
             f"with folder_lock({str(out)!r}, '.preprocess.lock'):\n    print('held', flush=True); sys.stdin.read()",
             "a-holder",
         ],

@@ -114,9 +114,9 @@ def test_ray_makes_the_local_engines_outputs_records_and_shards(corpus, cluster,
 
 
 def test_a_worker_killed_during_the_job_leaves_complete_outputs(corpus, cluster, capsys, monkeypatch, tmp_path):
-    from onevision_encoder.cli import preprocess_cmd
+    from onevision_encoder.jobs import preprocess as preprocess_job
 
-    select = preprocess_cmd.process_video
+    select = preprocess_job.process_video
     deaths = tmp_path / "deaths"
     deaths.mkdir()
 
@@ -127,7 +127,7 @@ def test_a_worker_killed_during_the_job_leaves_complete_outputs(corpus, cluster,
             os.kill(os.getpid(), signal.SIGKILL)  # as a decoder's crash or the out-of-memory killer would
         return select(item, **settings)
 
-    monkeypatch.setattr(preprocess_cmd, "process_video", dying)
+    monkeypatch.setattr(preprocess_job, "process_video", dying)
     monkeypatch.chdir(corpus.root)
     result = preprocess(capsys, "videos", "--out", "crashed", "--engine", "ray")
     assert result.returncode == 1 and "done 5, skipped 0, failed 3" in result.stdout

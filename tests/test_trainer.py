@@ -299,7 +299,7 @@ def test_overwrite_and_resume_never_delete_a_file_the_run_did_not_write(data, tm
 
 def _claim_worker(rank, world, port, run, empty, results):
     """Each rank sees a different folder: rank 0's view decides for all."""
-    from onevision_encoder.distributed import process_group
+    from onevision_encoder.common.distributed import process_group
     from onevision_encoder.training.trainer import PreviousRunError, claim_run_folder
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))

@@ -9,7 +9,7 @@ import torch
 from conftest import cut_after, write_stream
 
 from onevision_encoder.codec import select_patches
-from onevision_encoder.codec.reader import read_frames, sample_frame_ids
+from onevision_encoder.codec.frames import read_frames, sample_frame_ids
 from onevision_encoder.model import OneVisionEncoderImageProcessor
 from onevision_encoder.training.batches import bin_slots, image_batch, split_counts, video_batch
 from onevision_encoder.training.config import VideoSettings, load_config

@@ -259,8 +259,8 @@ def test_video_classification_pipeline_on_a_video_file(tmp_path, sampling):
 
 
 def readme_examples():
-    """The python blocks of README.md's "Video classification" section."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The python blocks of docs/training.md's "Video classification" section."""
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     section = readme.split("\n## Video classification\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
@@ -277,13 +277,13 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
         write_video(tmp_path / f"{name}.mp4", synthetic_video(label % 3, 3, 64, 20, label), fps=25, gop=16)
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(examples[0], "README.md", "exec"), namespace)
+    exec(compile(examples[0], "docs/training.md", "exec"), namespace)
     assert capsys.readouterr().out.strip().splitlines()[-1] in LABELS
     model = namespace["model"]
     assert type(model) is OneVisionEncoderForVideoClassification and model.config.id2label == dict(enumerate(LABELS))
     assert model.probe.classifier.weight.abs().max() > 1e-3  # trained: it starts at std 2e-5
     assert (tmp_path / "classifier" / "video_preprocessor_config.json").is_file()
     if int(transformers.__version__.split(".")[0]) >= 5:
-        exec(compile(examples[1], "README.md", "exec"), {})
+        exec(compile(examples[1], "docs/training.md", "exec"), {})
         printed = capsys.readouterr().out
         assert all(f"'label': '{label}'" in printed for label in LABELS)

@@ -259,15 +259,15 @@ def test_the_codec_package_imports_neither_transformers_nor_torchvision():
 
 
 def readme_block(heading: str) -> str:
-    """The first Python code block after ``heading`` in README.md."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The first Python code block after ``heading`` in docs/model.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "model.md").read_text()
     section = text[text.index(f"\n{heading}\n") :]
     start = section.index("```python\n") + len("```python\n")
     return section[start : section.index("```", start)]
 
 
 def test_the_readme_model_example_runs_as_printed(tmp_path, monkeypatch):
-    code = readme_block("## Using the model")
+    code = readme_block("## Images, chunks and codec patches")
     torch.manual_seed(0)
     OneVisionEncoderModel(tiny_config()).save_pretrained(tmp_path / "onevision-encoder-large")
     write_clip(tmp_path / "video.mp4", make_clip("moving_object", num_frames=NUM_FRAMES, size=(224, 320)))
@@ -275,7 +275,7 @@ def test_the_readme_model_example_runs_as_printed(tmp_path, monkeypatch):
     Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
     names: dict = {}
-    exec(compile(code, "README.md", "exec"), names)
+    exec(compile(code, "docs/model.md", "exec"), names)
     assert names["pixels"].shape == (1, 3, 448, 448)
     assert names["native"].shape == (1, 3, 378, 504)
     assert names["features"].shape == (1, 128)

@@ -12,22 +12,19 @@ from PIL import Image
 from onevision_encoder.codec.codec_selection import CodecSelection
 from onevision_encoder.codec.select import select_patches
 from onevision_encoder.video.synthetic import make_clip, write_clip
-from onevision_encoder.visualize import (
-    ACCENT,
-    ANCHOR,
+from onevision_encoder.viz.charts import patch_count_chart
+from onevision_encoder.viz.drawing import ACCENT, ANCHOR
+from onevision_encoder.viz.frame_panels import animation_frames, panel_layout, panels
+from onevision_encoder.viz.save import save_visualization
+from onevision_encoder.viz.sheet import (
     CELL_MAX,
     SHEET_CELL_GAP,
     SHEET_CHART_HEIGHT,
     SHEET_LABEL_WIDTH,
     SHEET_MARGIN,
-    animation_frames,
     contact_sheet,
-    panel_layout,
-    panels,
-    patch_count_chart,
-    save_visualization,
-    uniform_slots,
 )
+from onevision_encoder.viz.slots import uniform_slots
 
 T, K = 16, 512
 

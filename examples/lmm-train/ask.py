@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import onevision_encoder  # noqa: F401  (registers the model and processor with the Auto classes)
-    from onevision_encoder.media import IMAGE_SUFFIXES, open_image
+    from onevision_encoder.video.media import IMAGE_SUFFIXES, open_image
 
     model = AutoModelForImageTextToText.from_pretrained(args.model).eval()
     processor = AutoProcessor.from_pretrained(args.model)

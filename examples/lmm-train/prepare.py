@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {args.out}: already exists; name a new folder (this script never writes over one)", file=sys.stderr
         )
         return 2
-    from onevision_encoder.files import atomic_directory
+    from onevision_encoder.common.files import atomic_directory
 
     with atomic_directory(args.out) as folder:  # the folder appears complete or not at all
         items = write_data(folder / "data")

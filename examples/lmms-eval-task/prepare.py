@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import yaml
 
-    from onevision_encoder.files import atomic_directory
+    from onevision_encoder.common.files import atomic_directory
 
     out = args.out.resolve()
     with atomic_directory(args.out) as folder:  # the folder appears complete or not at all

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..media import same_file
+from ..video.media import same_file
 from .options import UsageError, add_command, at_least, refuse_outputs_over_inputs
 
 HEAD_CHOICES = ("image", "ocr", "video")

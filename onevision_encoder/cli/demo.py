@@ -83,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
     from safetensors.numpy import save
 
     from ..codec import select_patches
-    from ..features import chunk_input, encode_batch, selection_input
-    from ..files import atomic_write
+    from ..common.files import atomic_write
+    from ..jobs.features import chunk_input, encode_batch, selection_input
     from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
-    from ..visualize import save_visualization, visualization_paths
+    from ..viz.save import save_visualization, visualization_paths
 
     pictures_out = args.out / "selection.png"
     folder, features_file = args.out / "selection", args.out / "features.safetensors"
@@ -161,7 +161,7 @@ def is_demo_model(folder: Path) -> bool:
 def save_tiny_model(model: OneVisionEncoderModel, folder: Path) -> None:
     """The random-weight ``model`` and its image processor into ``folder`` in one rename, labelled random in
     its config (``random_weights``) and README, so that ``--model FOLDER`` works in every command."""
-    from ..files import atomic_directory
+    from ..common.files import atomic_directory
     from ..model import OneVisionEncoderImageProcessor
 
     model.config.random_weights = True

@@ -1,12 +1,17 @@
-"""``--workers``, ``--engine`` and ``--ray-address``: where a batch command's per-input jobs run."""
+"""``--workers``, ``--engine``, ``--ray-address`` and ``--shard``: where a batch command's per-input jobs run;
+and the refusals of its plan as usage errors."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from ..batch import ENGINES, Engine
-from ..ray_engine import INSTALL, ray_installed
+from ..jobs.engine import ENGINES, Engine
+from ..jobs.plan import PlanError, Shard
+from ..jobs.ray_engine import INSTALL, ray_installed
 from .options import UsageError, at_least
 
 
@@ -46,3 +51,26 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
     if args.ray_address and args.workers:
         raise UsageError("--workers sizes the Ray started here; a cluster's (--ray-address) CPUs set its parallelism")
     return Engine("ray", args.workers, args.ray_address)
+
+
+def parse_shard(text: str | None) -> Shard:
+    """``--shard i/n``, or torchrun's ``RANK``/``WORLD_SIZE`` when it is not given."""
+    if text is None:
+        rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+        text = f"{rank}/{world}"
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {text}: need 0 <= i < n")
+    return Shard(index, count)
+
+
+@contextmanager
+def plan_errors_as_usage() -> Iterator[None]:
+    """A job's :class:`~onevision_encoder.jobs.plan.PlanError` (raised before any work) as a :class:`UsageError`."""
+    try:
+        yield
+    except PlanError as error:
+        raise UsageError(str(error)) from None

@@ -18,7 +18,7 @@ def add_parser(subparsers: Any) -> None:
         "Fine-tune OneVisionLlavaForConditionalGeneration with transformers' Trainer on LLaVA-style conversations: "
         "the packed videos of `preprocess --preset lmm --pack --conversations`, image and text conversations. The "
         "YAML config names the model (a saved LMM, or an encoder and a causal LM to join), the parts that learn, "
-        "the conversation files and the Trainer's settings (see the README). OUT gets checkpoint-N/ folders, "
+        "the conversation files and the Trainer's settings (docs/lmm.md). OUT gets checkpoint-N/ folders, "
         "metrics.jsonl, skipped.jsonl (items over data.max_length, skipped) and, at the end, final/ (model and "
         "processor). For several GPUs or nodes, the same command "
         "under torchrun (FSDP and DeepSpeed through the trainer section).",
@@ -47,8 +47,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..conversations import ConversationsError
-    from ..training.lmm import SKIPPED_FILE, LmmConfigError, RunFolderError, load_lmm_config, train_lmm
+    from ..lmm.conversations import ConversationsError
+    from ..lmm.training import SKIPPED_FILE, LmmConfigError, RunFolderError, load_lmm_config, train_lmm
 
     if args.resume and args.overwrite:
         raise UsageError(

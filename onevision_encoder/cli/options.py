@@ -187,11 +187,11 @@ def selection_folders(
     videos: Sequence[Input], base: str | os.PathLike[str], out: Path, frame_range: tuple[int, int] | None
 ) -> dict[Input, Path]:
     """Each video's selection folder, ``OUT/<its path relative to base, as given>[@START-END]``
-    (:func:`~onevision_encoder.media.output_name`, :func:`~onevision_encoder.media.with_frame_range`): one
+    (:func:`~onevision_encoder.video.media.output_name`, :func:`~onevision_encoder.video.media.with_frame_range`): one
     per input, and per clip of it, whatever other runs wrote there. Two inputs of one folder are a
     :class:`UsageError`: the same file given twice, or a path outside ``base`` (named by its absolute path)
     meeting one inside it."""
-    from ..media import output_name, with_frame_range
+    from ..video.media import output_name, with_frame_range
 
     folders: dict[Input, Path] = {}
     owners: dict[Path, Input] = {}
@@ -218,17 +218,6 @@ def refuse_replacing_others(
                 f"{output} exists and was not written by onevision {command}: not replacing it (move it, or "
                 "choose another --out)"
             )
-
-
-def names_of_inputs(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
-    """:func:`~onevision_encoder.media.output_names`, with an input given twice as a usage error (two
-    outputs of one name would be merged or overwritten)."""
-    from ..media import output_names
-
-    try:
-        return output_names(paths)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
 
 
 def _places(path: str | os.PathLike[str]) -> set[str]:

@@ -95,7 +95,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..distributed import process_group, resolve_device
+    from ..common.distributed import process_group, resolve_device
     from ..evaluation import read_list
 
     train_clips, val_clips = read_list(args.train), read_list(args.val)
@@ -147,7 +147,7 @@ def _evaluate(
 
     from ..evaluation import FeatureSpec, ProbeSettings, cached_features, label_index, train_probe
     from ..evaluation.report import write_report
-    from ..feature_store import CLIPS_PER_PART
+    from ..jobs.feature_store import CLIPS_PER_PART
 
     clips_per_part = args.clips_per_part or CLIPS_PER_PART
     names, train_labels, val_labels = label_index(train_clips, val_clips, args.val)
@@ -202,7 +202,7 @@ def export_classifier(
     ``folder`` at once, with the video processor that gives it the inputs the probe's features came from."""
     import torch
 
-    from ..files import atomic_directory
+    from ..common.files import atomic_directory
     from ..model import OneVisionEncoderConfig, OneVisionEncoderForVideoClassification, OneVisionEncoderModel
 
     encoder = OneVisionEncoderModel.from_pretrained(spec.model, dtype=torch.float32)

@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import process_group
+    from ..common.distributed import process_group
     from ..training import load_config, train
     from ..training.trainer import PreviousRunError, claim_run_folder
 

@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..visualize import drawn_here, save_visualization, visualization_paths
+    from ..viz.save import drawn_here, save_visualization, visualization_paths
 
     outputs = visualization_paths(args.out, args.animation)
     refuse_outputs_over_inputs((args.video, path) for path in outputs.values())

@@ -1,14 +1,12 @@
 """Codec-style patch selection: pick the K patches of a video where it moves and changes.
 
 Importing the package is light (errors, options and presets: the standard library only); the selection itself
-(PyAV, OpenCV, torch) loads on first use of its names.
+(PyAV, OpenCV, torch) loads on first use of its names. May import ``video`` and ``common``.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..common.lazy import lazy_exports
 from .errors import (
     CorruptVideoError,
     ImageNotVideoError,
@@ -27,9 +25,9 @@ _LAZY = {
     "CodecVideoOutput": ".codec_video",
     "fetch_codec_video": ".codec_video",
     "process_video_info": ".codec_video",
-    "VideoFrames": ".reader",
+    "VideoFrames": ".frames",
     "compute_codec_visible_indices": ".select",
-    "read_video_frames": ".reader",
+    "read_video_frames": ".frames",
     "select_patches": ".select",
     "transcode": ".transcoding",
 }
@@ -58,13 +56,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import atomic_directory
+from ..common.files import atomic_directory
 from ..video.grid import check_visible_indices, indices_to_positions
-from ..video.mosaic import mosaic
 from ..video.normalisation import CLIP_MEAN, CLIP_STD, normalise
+from ..video.patches import mosaic
 from .selection_folder import (
     ENCODER_INDICES_FILE,
     FRAME_IDS_FILE,

@@ -22,86 +22,40 @@ H.264 B frames (not P frames) and gives bit-exact pixels for every codec, but it
 CPU time, and in a selection the scoring threads already keep the other core busy: measured on 2 cores,
 frame threads made selections slower (BBB 657 vs 581 ms, 64 frames of a 10-minute video 1.71 vs 1.23 s).
 
-A file cut short is refused (:class:`CorruptVideoError`) when what it holds falls short of what it
-declares: MP4/MOV frame counts, Matroska/WebM durations. ``allow_truncated=True`` reads the frames
-that are there instead, and ``VideoInfo.truncated`` says what is missing.
+A file cut short (:mod:`.video_file`) is refused (:class:`CorruptVideoError`); ``allow_truncated=True`` reads
+the frames that are there instead, and ``VideoInfo.truncated`` says what is missing.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 
 import av
-import cv2
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
-from .bitstream import CHECKED_CODECS, h264_reference_frames, is_disposable, is_random_access, nal_length_size
-from .errors import CorruptVideoError, ImageNotVideoError, NotAVideoError, VideoNotFoundError
+from .bitstream import CHECKED_CODECS, h264_reference_frames, is_disposable, nal_length_size
+from .errors import CorruptVideoError
 from .seeking import FrameIndex, may_seek
+from .video_file import (
+    DURATION_FORMATS,
+    MOTION_VECTOR_CODECS,
+    PacketScan,
+    VideoInfo,
+    count_packets,
+    may_trim,
+    open_video,
+    truncation,
+)
 
-# Decoders whose frames FFmpeg can annotate with motion-vector side data (flags2=+export_mvs).
-MOTION_VECTOR_CODECS = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video", "msmpeg4v2", "msmpeg4v3", "h263"})
 PREDICTED = frozenset({av.video.frame.PictureType.P, av.video.frame.PictureType.B})
 # Frames that later P and B frames predict from (x264's reference B frames aside).
 REFERENCE_PICTURE_TYPES = frozenset({av.video.frame.PictureType.I, av.video.frame.PictureType.P})
-# Pixel formats whose first plane is 8-bit luma that can be read without conversion.
-EIGHT_BIT_LUMA_FORMATS = frozenset(
-    {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
-)
-# Containers whose header declares the duration but no frame count: their packets are checked against it.
-DURATION_FORMATS = frozenset({"matroska", "webm"})
-# A file is truncated when its packets end before this share of the declared duration, and more than
-# MISSING_FRAMES frames early (timestamps rounded to milliseconds and variable frame rates pass).
-COVERED_SHARE = 0.9
-MISSING_FRAMES = 2
 # Decoding seeks ahead only when that skips at least this many frames (a seek and a decoder flush cost
 # about what a few frames do).
 SEEK_MIN_SKIPPED = 8
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the selection needs to know about a video before decoding it."""
-
-    path: str
-    codec: str
-    coded_hw: tuple[int, int]
-    rotation: int
-    num_frames: int
-    frame_count_from: str
-    fps: float | None
-    pixel_format: str
-    truncated: str | None = None  # with allow_truncated: what the file misses (None: complete)
-    # H.264: the pictures a frame's vectors may point into (the SPS's max_num_ref_frames; None: not declared).
-    reference_frames: int | None = None
-
-    @property
-    def display_hw(self) -> tuple[int, int]:
-        height, width = self.coded_hw
-        return (width, height) if self.rotation % 180 else (height, width)
-
-    @property
-    def exports_motion_vectors(self) -> bool:
-        return self.codec in MOTION_VECTOR_CODECS
-
-    @property
-    def vectors_have_known_references(self) -> bool:
-        """Whether each exported vector's reference picture is known. FFmpeg exports only a vector's direction
-        (past or future), not which picture it points into: an H.264 stream with several reference frames
-        (x264's default, B-frames or not) mixes vectors over one, two or more frames. MPEG-2 and MPEG-4 Part 2
-        predict from the last I/P picture only."""
-        return self.codec != "h264" or self.reference_frames == 1
-
-    def as_dict(self) -> dict[str, object]:
-        info = asdict(self)
-        info["display_hw"] = list(self.display_hw)
-        return info
 
 
 @dataclass
@@ -151,7 +105,7 @@ class VideoReader:
         started = time.perf_counter()
         self.path = os.fspath(path)
         self.stats = DecodeStats()
-        self._container = _open(self.path)
+        self._container = open_video(self.path)
         self._index: FrameIndex | None = None
         self._needed: set[int] = set()  # with an index: frames that must be decoded (others may be left out)
         self._skipped: set[int] = set()  # frames left out
@@ -162,7 +116,7 @@ class VideoReader:
             num_frames, source, truncated = int(stream.frames or 0), "header", None
             declares_duration = not DURATION_FORMATS.isdisjoint(self._container.format.name.split(","))
             indexed = seek and self._codec in CHECKED_CODECS
-            counted = num_frames <= 0 or allow_truncated or declares_duration or _may_trim(self._container)
+            counted = num_frames <= 0 or allow_truncated or declares_duration or may_trim(self._container)
             self._length_size = nal_length_size(self._codec, stream.codec_context.extradata)
             # Where the count needs a demuxing pass anyway, the index comes with it; elsewhere it waits for
             # samples() to ask for frames that a seek could skip to.
@@ -170,7 +124,7 @@ class VideoReader:
             found = None  # the index the counting pass made, if any
             if counted:
                 packets = self._scan(self._container, declares_duration, indexed)
-                truncated = _truncation(self._container, stream, num_frames, packets, declares_duration)
+                truncated = truncation(self._container, stream, num_frames, packets, declares_duration)
                 if truncated is not None and not allow_truncated:
                     raise CorruptVideoError(
                         self.path,
@@ -216,10 +170,10 @@ class VideoReader:
     def close(self) -> None:
         self._container.close()
 
-    def _scan(self, container: av.container.InputContainer, every_stream: bool, indexed: bool) -> _Packets:
+    def _scan(self, container: av.container.InputContainer, every_stream: bool, indexed: bool) -> PacketScan:
         self.stats.scans += 1
         stream = container.streams.video[0]
-        return _count_packets(self.path, container, stream, every_stream, index_codec=self._codec if indexed else None)
+        return count_packets(self.path, container, stream, every_stream, index_codec=self._codec if indexed else None)
 
     def _adopt(self, index: FrameIndex | None, num_frames: int) -> None:
         """Place frames by timestamp only where the index holds exactly the frames counted and the decoder's
@@ -410,274 +364,6 @@ class VideoReader:
 def _chain(*parts: Iterator[av.Packet] | list[av.Packet]) -> Iterator[av.Packet]:
     for part in parts:
         yield from part
-
-
-def _open(path: str) -> av.container.InputContainer:
-    if not os.path.exists(path):
-        raise VideoNotFoundError(path, "no such file")
-    mode = os.stat(path).st_mode
-    if stat.S_ISDIR(mode):
-        raise NotAVideoError(path, "is a directory, not a video file")
-    kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else None
-    kind = "a character device" if stat.S_ISCHR(mode) else kind
-    if kind is not None:  # before opening: reading a pipe would consume the stream, and it cannot be rewound
-        raise NotAVideoError(
-            path, f"is {kind}, not a file; videos are read from seekable files (save the stream to a file first)"
-        )
-    try:
-        container = av.open(path)
-    except av.FFmpegError as error:
-        raise NotAVideoError(path, f"cannot be opened as a video ({error.strerror or error})") from None
-    if not container.streams.video:
-        container.close()
-        raise NotAVideoError(path, "has no video stream")
-    if _is_image(container):
-        container.close()
-        raise ImageNotVideoError(
-            path, "is an image, not a video: encode it as an image (`onevision encode`, --mode auto or image)"
-        )
-    return container
-
-
-def _is_image(container: av.container.InputContainer) -> bool:
-    """Whether FFmpeg found a still picture, by what the file holds (not its name): its demuxer reads one
-    image (``image2``, ``jpeg_pipe``, ``png_pipe``, ...), or it is a GIF of one frame (a GIF of more is a clip)."""
-    demuxer = container.format.name
-    if demuxer == "image2" or demuxer.endswith("_pipe"):
-        return True
-    return demuxer == "gif" and container.streams.video[0].frames <= 1
-
-
-def read_frames(path: str | os.PathLike[str], frame_ids: np.ndarray, allow_truncated: bool = False) -> list[np.ndarray]:
-    """RGB uint8 frames ``[H, W, 3]`` (upright) at ``frame_ids`` (ascending, repeats allowed), in one pass."""
-    with VideoReader(path, allow_truncated) as reader:
-        return _upright_frames(reader, frame_ids)
-
-
-def read_sampled_frames(
-    path: str | os.PathLike[str],
-    num_samples: int,
-    slots: np.ndarray | None = None,
-    frame_range: tuple[int, int] | None = None,
-    allow_truncated: bool = False,
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The :func:`sample_frame_ids` frame ids (only ``slots`` of them when given) and their RGB frames,
-    opening the video once. ``frame_range`` ``(start, end)`` samples a clip of the video instead."""
-    with VideoReader(path, allow_truncated) as reader:
-        try:
-            frame_ids = sample_frame_ids(reader.info.num_frames, num_samples, frame_range)
-        except ValueError as error:
-            raise ValueError(f"{reader.path}: {error}") from None
-        if slots is not None:
-            frame_ids = frame_ids[slots]
-        return frame_ids, _upright_frames(reader, frame_ids)
-
-
-@dataclass
-class VideoFrames:
-    """Frames read from a video: RGB uint8 ``frames [T, H, W, 3]`` (upright), the ``frame_ids [T]`` they
-    were read at, and the video's :class:`VideoInfo`."""
-
-    frames: np.ndarray
-    frame_ids: np.ndarray
-    info: VideoInfo
-
-
-def read_video_frames(
-    path: str | os.PathLike[str],
-    num_frames: int | None = None,
-    frame_range: tuple[int, int] | None = None,
-    fps: float | None = None,
-    allow_truncated: bool = False,
-) -> VideoFrames:
-    """Read ``num_frames`` frames spread uniformly over a video (``floor(linspace(0, N - 1, T))``, the
-    frames :func:`select_patches` scores; frames repeat when the video is shorter), opening it once and
-    decoding only what they need.
-
-    ``frame_range`` ``(start, end)`` (frame indices, end excluded) reads from that clip instead; ``fps``
-    (instead of ``num_frames``) reads that many frames per second of it; with neither, every frame of
-    the clip is read. Raises the :class:`~onevision_encoder.codec.VideoError` subclasses for missing,
-    unreadable or corrupt files, and ``ValueError`` naming the file for a request the video cannot meet.
-    """
-    if num_frames is not None and fps is not None:
-        raise ValueError("num_frames and fps are exclusive: pass one of them")
-    with VideoReader(path, allow_truncated) as reader:
-        info = reader.info
-        try:
-            start, end = (0, info.num_frames) if frame_range is None else (int(frame_range[0]), int(frame_range[1]))
-            if fps is not None:
-                if not info.fps:
-                    raise ValueError("the video declares no frame rate, so fps cannot be sampled; pass num_frames")
-                if not fps > 0:
-                    raise ValueError(f"fps must be > 0, got {fps}")
-                num_frames = max(1, int((end - start) / info.fps * fps))
-            frame_ids = sample_frame_ids(
-                # An empty or reversed range is reported as such (by the range check), not as a count.
-                info.num_frames,
-                max(end - start, 1) if num_frames is None else num_frames,
-                (start, end),
-            )
-        except ValueError as error:
-            raise ValueError(f"{reader.path}: {error}") from None
-        return VideoFrames(np.stack(_upright_frames(reader, frame_ids)), frame_ids, info)
-
-
-def _upright_frames(reader: VideoReader, frame_ids: np.ndarray) -> list[np.ndarray]:
-    turns = reader.info.rotation // 90
-    frames = {
-        sample.frame_index: np.rot90(sample.frame.to_ndarray(format="rgb24"), turns)
-        for sample in reader.samples(frame_ids)
-    }
-    return [frames[int(i)] for i in frame_ids]
-
-
-def probe_video(path: str | os.PathLike[str], allow_truncated: bool = False) -> VideoInfo:
-    """Check that ``path`` holds a decodable video stream; its size, rotation and frame count.
-
-    The count comes from the container header, or from the packets when the header has none.
-    """
-    with VideoReader(path, allow_truncated) as reader:
-        return reader.info
-
-
-def sample_frame_ids(num_frames: int, num_samples: int, frame_range: tuple[int, int] | None = None) -> np.ndarray:
-    """``floor(linspace(0, N - 1, T))`` as int32; frames repeat when the video is shorter than T.
-
-    With ``frame_range`` ``(start, end)`` (frame indices, end excluded) the T frames are spread over
-    that clip of the video: ``start + floor(linspace(0, end - start - 1, T))``.
-    """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if num_samples < 1:
-        raise ValueError(f"the number of sampled frames must be >= 1, got {num_samples}")
-    start, end = (0, num_frames) if frame_range is None else (int(frame_range[0]), int(frame_range[1]))
-    if not 0 <= start < end <= num_frames:
-        raise ValueError(f"frame range {start}:{end} is not a clip of the video's {num_frames} frames")
-    return (start + np.floor(np.linspace(0, end - start - 1, num_samples))).astype(np.int32)
-
-
-def _may_trim(container: av.container.InputContainer) -> bool:
-    """MP4 / MOV edit lists can hide frames that the header still counts (a trimmed or phone video)."""
-    return "mov" in container.format.name.split(",")
-
-
-@dataclass(frozen=True)
-class _Packets:
-    """What a demuxing pass found: the video packets, how long the file's streams run, and (when asked for)
-    the frame index."""
-
-    total: int  # video packets holding data
-    presented: int  # of those, the ones an edit list does not discard
-    seconds: float | None  # first timestamp to the end of the last packet, over the streams demuxed
-    index: FrameIndex | None = None
-
-
-def _count_packets(
-    path: str,
-    container: av.container.InputContainer,
-    stream: av.VideoStream,
-    every_stream: bool,
-    index_codec: str | None = None,
-) -> _Packets:
-    """Demux (no decoding) the video stream, or every stream: a file's duration covers them all. With
-    ``index_codec``, also index the frames (their timestamps, and which key frames may start a decode)."""
-    total = presented = 0
-    spans: dict[int, list[int]] = {}  # stream index -> [first timestamp, last timestamp + duration]
-    time_bases: dict[int, Fraction] = {}
-    packet_pts: list[int | None] = []
-    packet_dts: list[int | None] = []
-    shown: list[bool] = []
-    random_access: list[bool] = []
-    length_size = nal_length_size(index_codec, stream.codec_context.extradata) if index_codec else None
-    try:
-        for packet in container.demux() if every_stream else container.demux(stream):
-            if not packet.size:
-                continue
-            number, pts = packet.stream.index, packet.pts
-            if number == stream.index:
-                total += 1
-                hidden = packet.is_discard
-                presented += not hidden
-                if index_codec is not None:
-                    packet_pts.append(pts)
-                    packet_dts.append(packet.dts)
-                    shown.append(not hidden)
-                    random_access.append(
-                        packet.is_keyframe and is_random_access(index_codec, bytes(packet), length_size)
-                    )
-            timestamp = pts if pts is not None else packet.dts
-            if timestamp is not None:
-                # Integers per stream, in seconds once at the end: a Fraction per packet costs more than demuxing.
-                last = timestamp + (packet.duration or 0)
-                span = spans.get(number)
-                if span is None:
-                    spans[number] = [timestamp, last]
-                    time_bases[number] = packet.time_base
-                else:
-                    span[0], span[1] = min(span[0], timestamp), max(span[1], last)
-    except av.FFmpegError as error:
-        raise CorruptVideoError(path, f"cannot read the video stream ({error.strerror or error})") from None
-    if presented == 0:
-        raise CorruptVideoError(path, "the video stream holds no frames")
-    index = FrameIndex.build(packet_pts, packet_dts, shown, random_access) if index_codec is not None else None
-    seconds = [
-        (float(first * time_bases[i]), float(last * time_bases[i]))
-        for i, (first, last) in spans.items()
-        if time_bases[i]
-    ]
-    duration = max(last for _, last in seconds) - min(first for first, _ in seconds) if seconds else None
-    return _Packets(total, presented, duration, index)
-
-
-def _truncation(
-    container: av.container.InputContainer,
-    stream: av.VideoStream,
-    declared_frames: int,
-    packets: _Packets,
-    declares_duration: bool,
-) -> str | None:
-    """What a cut-short file misses, or None: fewer packets than the header's frame count (MP4/MOV edit
-    lists hide frames but still hold their packets), or packets ending clearly before the declared duration."""
-    if declared_frames > 0 and packets.total < declared_frames:
-        return f"the stream holds {packets.total} frames but its header declares {declared_frames}"
-    if not declares_duration or not container.duration or packets.seconds is None:
-        return None
-    declared = container.duration / av.time_base
-    rate = stream.average_rate or stream.guessed_rate
-    frame_seconds = 1 / float(rate) if rate else packets.seconds / packets.total
-    if packets.seconds < COVERED_SHARE * declared and declared - packets.seconds > MISSING_FRAMES * frame_seconds:
-        return (
-            f"its packets ({packets.total} video frames) cover {packets.seconds:.2f} s "
-            f"but the container declares {declared:.2f} s"
-        )
-    return None
-
-
-def luma_of(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's 8-bit luma plane ``[H, W]`` (a view where the pixel format allows)."""
-    if frame.format.name in EIGHT_BIT_LUMA_FORMATS:
-        plane = frame.planes[0]
-        rows = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size)
-        return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
-    return frame.to_ndarray(format="gray")
-
-
-def luma_at(frame: av.VideoFrame, hw: tuple[int, int]) -> np.ndarray:
-    """Luma downscaled to ``hw``: area averaging by the largest whole factor (OpenCV's fast path), then bilinear."""
-    plane = luma_of(frame)
-    if plane.shape == hw:
-        return np.ascontiguousarray(plane)
-    factor = min(plane.shape[0] // hw[0], plane.shape[1] // hw[1])
-    if factor >= 2:
-        plane = cv2.resize(plane, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
-    return cv2.resize(plane, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def rgb_at(frame: av.VideoFrame, hw: tuple[int, int], reformatter: VideoReformatter) -> np.ndarray:
-    """RGB ``[h, w, 3]`` uint8 at ``hw`` (swscale area filter; reuse ``reformatter`` across frames)."""
-    if (frame.height, frame.width) == hw:
-        return frame.to_ndarray(format="rgb24")
-    return reformatter.reformat(frame, width=hw[1], height=hw[0], format="rgb24", interpolation="AREA").to_ndarray()
 
 
 def _motion_vectors(frame: av.VideoFrame) -> np.ndarray | None:

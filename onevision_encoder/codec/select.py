@@ -14,11 +14,14 @@ from av.video.reformatter import VideoReformatter
 
 from .codec_selection import CodecSelection
 from .errors import SelectionError
+from .frame_arrays import luma_at, rgb_at
+from .frames import sample_frame_ids
 from .geometry import FrameGeometry, plan_geometry
 from .options import UNSET, SelectionOptions
-from .reader import DecodedSample, VideoInfo, VideoReader, luma_at, rgb_at, sample_frame_ids
+from .reader import DecodedSample, VideoReader
 from .saliency import FrameScores, SaliencyConfig, score_frame
 from .top_k import is_static, select_top_k, spread_frames
+from .video_file import VideoInfo
 
 __all__ = ["compute_codec_visible_indices", "select_patches"]
 

@@ -2,7 +2,7 @@
 
 :meth:`~onevision_encoder.codec.CodecSelection.write_files` records in ``meta.json``, under ``made_by``,
 the package and its version, every file it wrote (``files``) and, for a command, the input's identity
-(``input``: the path as given, its size, time and :func:`~onevision_encoder.provenance.file_fingerprint`)
+(``input``: the path as given, its size, time and :func:`~onevision_encoder.common.provenance.file_fingerprint`)
 and the options that make the content (``options``). With that record a command
 
 - reuses a folder only when it was made from the same input with the same options (another package
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..provenance import differences, file_identity, package_version, same_content
+from ..common.provenance import differences, file_identity, package_version, same_content
 from .options import SelectionOptions
 
 RECORD = "made_by"
@@ -75,7 +75,7 @@ class FolderNotOursError(FileExistsError):
 
 def check_ours(folder: Path, shown_as: Path | None = None) -> None:
     """Raise :class:`FolderNotOursError` (naming ``shown_as``, default ``folder``) unless replacing ``folder``
-    loses nothing this tool did not write. A check of :func:`~onevision_encoder.files.replace_folder`."""
+    loses nothing this tool did not write. A check of :func:`~onevision_encoder.common.files.replace_folder`."""
     problem = _not_ours(folder, _read_meta(folder))
     if problem is not None:
         raise FolderNotOursError(shown_as or folder, problem)

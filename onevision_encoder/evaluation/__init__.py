@@ -1,6 +1,7 @@
-"""Evaluation: attentive probes on frozen features, comparing encoders at equal token budgets."""
+"""Evaluation: attentive probes on frozen features, comparing encoders at equal token budgets. May import
+``jobs``, ``model``, ``codec``, ``video`` and ``common``."""
 
-from ..feature_store import FeatureStore
+from ..jobs.feature_store import FeatureStore
 from .augment import ColorJitter
 from .datasets import Clip, ListError, label_index, read_list
 from .extract import FeatureExtractor, FeatureSpec, cached_features

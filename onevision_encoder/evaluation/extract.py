@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..codec.reader import read_sampled_frames
-from ..distributed import agree, rank_world
-from ..feature_store import CLIPS_PER_PART, FORMAT, FeatureStore, model_identity
-from ..features import chunk_input, codec_input
+from ..codec.frames import read_sampled_frames
+from ..common.distributed import agree, rank_world
+from ..common.progress import report_progress
+from ..jobs.feature_store import CLIPS_PER_PART, FORMAT, FeatureStore, model_identity
+from ..jobs.features import chunk_input, codec_input
 from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel
-from ..progress import report_progress
 from .augment import ColorJitter, view_rng
 from .datasets import Clip
 from .teacher import load_teacher

@@ -21,8 +21,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import gather_in_order, rank_world
-from ..feature_store import FeatureStore
+from ..common.distributed import gather_in_order, rank_world
+from ..jobs.feature_store import FeatureStore
 from ..model.classification import AttentiveProbe
 
 Features = torch.Tensor | FeatureStore  # [S, N, D], indexed by a tensor of rows

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..files import atomic_write
+from ..common.files import atomic_write
 from .datasets import Clip
 from .probe import ProbeResult
 

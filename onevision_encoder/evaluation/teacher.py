@@ -15,13 +15,11 @@ from typing import Any
 
 def load_teacher(teacher: str | os.PathLike[str], device: str = "cpu", dtype: Any = None) -> tuple[Any, Any]:
     """``(model, image_processor)`` of a transformers vision model (folder or hub id), in eval mode on
-    ``device`` (``auto``: :func:`~onevision_encoder.distributed.resolve_device`), in ``dtype`` when given."""
+    ``device`` (``auto``: :func:`~onevision_encoder.common.distributed.resolve_device`), in ``dtype`` when given."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-    import onevision_encoder  # noqa: F401  (registers OneVision Encoder with the Auto classes)
-    from onevision_encoder import OneVisionEncoderImageProcessor, OneVisionEncoderModel
-
-    from ..distributed import resolve_device
+    from ..common.distributed import resolve_device
+    from ..model import OneVisionEncoderImageProcessor, OneVisionEncoderModel  # registers with the Auto classes
 
     name = os.fspath(teacher)
     try:

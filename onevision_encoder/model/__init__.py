@@ -1,11 +1,11 @@
-"""The encoder: configuration, model and image/video processor."""
+"""The encoder: its configuration, model, video classifier, image and video processors, checkpoint loading,
+and its registration with transformers' Auto classes (done on import). May import ``video``, ``codec`` and
+``common``."""
 
-from ..auto_registration import register as register_with_transformers_auto_classes
+from .auto_registration import register as register_with_transformers_auto_classes
 from .classification import AttentiveProbe, OneVisionEncoderForVideoClassification
 from .configuration import MODEL_SIZES, OneVisionEncoderConfig
 from .image_processing import OneVisionEncoderImageProcessor
-from .llava import OneVisionLlavaConfig, OneVisionLlavaForConditionalGeneration, vision_token_count
-from .llava_processing import OneVisionLlavaProcessor
 from .loading import DamagedCheckpointError, HubUnreachableError
 from .modeling import (
     CheckpointMismatchError,
@@ -14,7 +14,6 @@ from .modeling import (
     PackedEncoderOutput,
     TokenLayout,
 )
-from .tower import TowerFeatures, vision_tower_features
 
 __all__ = [
     "MODEL_SIZES",
@@ -28,14 +27,8 @@ __all__ = [
     "OneVisionEncoderVideoProcessor",
     "OneVisionEncoderModel",
     "OneVisionEncoderPreTrainedModel",
-    "OneVisionLlavaConfig",
-    "OneVisionLlavaForConditionalGeneration",
-    "OneVisionLlavaProcessor",
     "PackedEncoderOutput",
     "TokenLayout",
-    "TowerFeatures",
-    "vision_token_count",
-    "vision_tower_features",
 ]
 
 register_with_transformers_auto_classes()

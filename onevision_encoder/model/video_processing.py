@@ -41,8 +41,8 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from ..video.grid import VIRTUAL_FRAMES, chunk_visible_indices, frame_positions
-from ..video.mosaic import mosaic
 from ..video.normalisation import CLIP_MEAN, CLIP_STD
+from ..video.patches import mosaic
 from .image_processing import FrameSettings, size_dict, to_array
 
 SAMPLINGS = ("uniform", "codec")
@@ -256,7 +256,7 @@ class OneVisionEncoderVideoProcessor(BaseVideoProcessor):
     def _read(
         self, path: str | os.PathLike[str], options: dict[str, Any], do_sample: bool, num_frames: int | None, fps: Any
     ) -> tuple[list[np.ndarray], VideoMetadata]:
-        from ..codec.reader import read_video_frames
+        from ..codec.frames import read_video_frames
 
         read = read_video_frames(
             path,

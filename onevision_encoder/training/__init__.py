@@ -1,4 +1,5 @@
-"""Training: data, batch composition, the cluster-discrimination loss and the trainer."""
+"""Encoder pre-training: data, batch composition, the cluster-discrimination loss and the trainer. May import
+``evaluation``, ``jobs``, ``model``, ``codec``, ``video`` and ``common``."""
 
 from .config import TrainConfig, load_config
 from .data import ManifestError, read_manifest

@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 
 from ..codec import CodecSelection, select_patches
-from ..codec.reader import read_frames, read_sampled_frames
-from ..features import selection_input
-from ..media import open_image
+from ..codec.frames import read_frames, read_sampled_frames
+from ..jobs.features import selection_input
 from ..model.image_processing import OneVisionEncoderImageProcessor
 from ..video import chunk_visible_indices
+from ..video.media import open_image
 from ..video.normalisation import normalise
 from .config import VideoSettings
 from .data import ManifestError, Sample

@@ -31,10 +31,10 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..distributed import rank_world
-from ..files import atomic_write, remove_leftovers
+from ..common.distributed import rank_world
+from ..common.files import atomic_write, remove_leftovers
+from ..common.provenance import file_fingerprint
 from ..model.loading import DamagedCheckpointError
-from ..provenance import file_fingerprint
 from .sharding import is_sharded, load_whole_state, shard_optimizer_state, whole_optimizer_state, whole_state
 
 CHECKPOINTS = "checkpoints"

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from ..common.files import atomic_write
 from ..evaluation.teacher import image_features, load_teacher
-from ..files import atomic_write
-from ..media import open_image
+from ..video.media import open_image
 from .clustering import check_centres, kmeans, nearest_centres, normalise, resolve_top_k
 from .data import HEADS, ManifestRecord, read_records, write_manifest
 
@@ -64,7 +64,7 @@ def _load_image(record: ManifestRecord, where: str) -> np.ndarray:
 
 def _load_frames(record: ManifestRecord, where: str, frames: int) -> list[np.ndarray]:
     from ..codec.errors import VideoError
-    from ..codec.reader import read_sampled_frames
+    from ..codec.frames import read_sampled_frames
 
     try:
         return [np.ascontiguousarray(f) for f in read_sampled_frames(record.path, frames)[1]]

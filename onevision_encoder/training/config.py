@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..common.config_files import read_mapping, settings_from
 
 
 @dataclass
@@ -111,41 +111,12 @@ class TrainConfig:
         return data
 
 
-def settings_from(cls: type, values: Any, where: str) -> Any:
-    """A settings dataclass from a config section's mapping; an unknown key is a ``ValueError`` naming it."""
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    values = dict(values)
-    if "betas" in values:
-        values["betas"] = tuple(values["betas"])
-    return cls(**values)
-
-
 def _head(name: str, values: Any, where: str) -> HeadSettings:
     """Head settings; the video head defaults to :class:`VideoSettings`' resolution, the others to 448."""
     values = dict(values or {})
     if name == "video":
         values.setdefault("resolution", VideoSettings.resolution)
     return settings_from(HeadSettings, values, where)
-
-
-def read_mapping(path: Path) -> dict[str, Any]:
-    """A YAML config file's top-level mapping (an empty file is an empty one)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: the config must be a mapping")
-    return raw
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files import atomic_write
+from ..common.files import atomic_write
 from .seeds import sample_seed
 
 HEADS = ("image", "ocr", "video")

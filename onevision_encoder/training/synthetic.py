@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..files import atomic_directory, atomic_write
+from ..common.files import atomic_directory, atomic_write
 from ..video.encode import write_video
 from ..video.synthetic import texture
 

@@ -22,8 +22,8 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..distributed import agree, rank_world, setup_distributed
-from ..files import atomic_directory
+from ..common.distributed import agree, rank_world, setup_distributed
+from ..common.files import atomic_directory
 from ..model import OneVisionEncoderConfig, OneVisionEncoderImageProcessor, OneVisionEncoderModel
 from .checkpoint import (
     CHECKPOINTS,

@@ -1,27 +1,26 @@
-"""Video utilities: the virtual frame grid, patch mosaics, and writing videos."""
+"""Files and frames: which files are media and their output names, opening pictures, writing videos, the
+64-frame virtual grid, patch mosaics and generated test clips. May import ``common``."""
 
-from .encode import write_video
-from .grid import (
-    VIRTUAL_FRAMES,
-    check_visible_indices,
-    chunk_visible_indices,
-    frame_positions,
-    indices_to_positions,
-    positions_to_indices,
-)
-from .mosaic import gather_patches, mosaic, patchify, unmosaic, unpatchify
+from __future__ import annotations
 
-__all__ = [
-    "VIRTUAL_FRAMES",
-    "check_visible_indices",
-    "chunk_visible_indices",
-    "frame_positions",
-    "gather_patches",
-    "indices_to_positions",
-    "mosaic",
-    "patchify",
-    "positions_to_indices",
-    "unmosaic",
-    "unpatchify",
-    "write_video",
-]
+from ..common.lazy import lazy_exports
+
+# Public name -> the module that defines it (loaded on first use: the grid needs torch, writing videos PyAV).
+_EXPORTS = {
+    "write_video": ".encode",
+    "VIRTUAL_FRAMES": ".grid",
+    "check_visible_indices": ".grid",
+    "chunk_visible_indices": ".grid",
+    "frame_positions": ".grid",
+    "indices_to_positions": ".grid",
+    "positions_to_indices": ".grid",
+    "gather_patches": ".patches",
+    "mosaic": ".patches",
+    "patchify": ".patches",
+    "unmosaic": ".patches",
+    "unpatchify": ".patches",
+}
+__all__ = list(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..files import atomic_path
+from ..common.files import atomic_path
 
 ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 
