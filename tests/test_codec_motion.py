@@ -16,7 +16,13 @@ from onevision_encoder.codec import motion as motion_module
 from onevision_encoder.codec.bitstream import h264_reference_frames
 from onevision_encoder.codec.compensation import check_against_camera, fit_camera
 from onevision_encoder.codec.geometry import plan_geometry
-from onevision_encoder.codec.motion import cell_grid, motion_compensated, translated, truncate_to_pixels
+from onevision_encoder.codec.motion import (
+    cell_grid,
+    motion_compensated,
+    translated,
+    truncate_to_pixels,
+    vector_coverage,
+)
 from onevision_encoder.codec.options import SelectionOptions
 from onevision_encoder.codec.presets import SELECTION_PRESETS
 from onevision_encoder.codec.reader import VideoReader
@@ -258,6 +264,39 @@ def vector_records(field_qpel):
     records["motion_x"], records["motion_y"] = field_qpel[..., 0].ravel(), field_qpel[..., 1].ravel()
     records["motion_scale"] = 4
     return records
+
+
+def test_vector_coverage_marks_the_cells_a_past_vector_predicts():
+    records = vector_records(np.zeros((4, 8, 2), np.int32))  # zero vectors on the left 32 columns of 64
+    records["source"][:4] = 1  # the first row's first four blocks: a list-1 (future) reference only
+    covered = vector_coverage(records, (16, 64))
+    assert covered.shape == cell_grid((16, 64))
+    expected = np.zeros((4, 16), np.uint8)
+    expected[:, :8] = 1
+    expected[0, :4] = 0
+    assert np.array_equal(covered, expected)
+    big = records[:1].copy()
+    big["source"], big["w"], big["h"], big["dst_x"], big["dst_y"] = -1, 16, 16, 40, 8  # one 16x16 block
+    assert np.array_equal(np.flatnonzero(vector_coverage(big, (16, 64)).any(axis=0)), np.arange(8, 12))
+
+
+@pytest.mark.parametrize("without_vectors", ["difference", "zero"])
+def test_the_residual_without_vectors_is_the_presets_choice(without_vectors):
+    # Every pixel is 40 grey levels off its reference; only the left half of the frame has (zero) past vectors,
+    # the right half is intra. "zero" (lmm) scores no residual there; "difference" (encoder) scores it.
+    reference = texture(64, 64, seed=3)[..., 0]
+    luma = np.clip(reference.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+    vectors = vector_records(np.zeros((16, 8, 2), np.int32))
+    geometry = plan_geometry((64, 64), "short_side_crop", 64, 16)
+    config = SaliencyConfig(
+        mv_compensate="none", fusion_weights=(0.0, 1.0), check_vectors=False, residual_without_vectors=without_vectors
+    )
+    scores = score_frame(luma, reference, vectors, False, (64, 64), 0, geometry, config, "codec").patch_scores
+    assert scores[:, :2].min() > 0.5 * 16 * 16
+    if without_vectors == "zero":
+        assert scores[:, 2:].max() == 0
+    else:
+        assert scores[:, 2:].min() > 0.5 * 16 * 16
 
 
 @pytest.mark.parametrize("motion", ["codec", "estimate"])

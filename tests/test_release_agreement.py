@@ -2,11 +2,13 @@
 
 The LMM checkpoints were trained on selections made that way, so the preset follows the release's steps: its
 reader's vectors as coded (whole pixels truncated toward zero, no check against the pictures), zero motion for
-frames without vectors, median camera compensation, P95 normalisation with floors 1e-6 / 1, 1:1 fusion. The
-measure is the Jaccard index of the (t, h, w) sets over t >= 1 (random: about 0.11). Figures measured
-(benchmarks/bench_release_agreement.py): motion only 0.683, residual only 0.128, both 0.660 (0.53 before these
-steps). The thresholds sit 0.02 below them: the selection is deterministic, but the residual's bilinear
-prediction may round a grey level apart between OpenCV releases, which moves a few patches at the K boundary.
+frames without vectors and no residual on cells without a past vector (its patched decoder wrote a
+motion-compensated residual only there), median camera compensation, P95 normalisation with floors 1e-6 / 1, 1:1
+fusion. The measure is the Jaccard index of the (t, h, w) sets over t >= 1 (random: about 0.11). Figures measured
+(benchmarks/bench_release_agreement.py): motion only 0.683, residual only 0.218, both 0.707 (0.53 before these
+steps). The issue's goal for both is 0.70, which the test asserts; the others sit 0.02 below the figures: the
+selection is deterministic, but the residual's bilinear prediction may round a grey level apart between OpenCV
+releases, which moves a few patches at the K boundary (0.007 of agreement is about 60 of its 9,648 patches).
 """
 
 import json
@@ -30,8 +32,8 @@ def release_thw() -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("fusion_weights", "minimum"),
-    [((1.0, 0.0), 0.66), ((1.0, 1.0), 0.64)],
-    ids=["motion_only", "motion_and_residual"],
+    [((1.0, 0.0), 0.66), ((0.0, 1.0), 0.2), ((1.0, 1.0), 0.70)],
+    ids=["motion_only", "residual_only", "motion_and_residual"],
 )
 def test_lmm_preset_reproduces_the_release_selection(release_thw, fusion_weights, minimum):
     selection = select_patches(VIDEO, preset="lmm", fusion_weights=fusion_weights)
@@ -52,8 +54,9 @@ def test_lmm_preset_samples_and_pads_as_the_release():
 
 def test_robustness_steps_are_the_encoder_presets_only():
     lmm, encoder = SelectionOptions.resolve(preset="lmm"), SelectionOptions.resolve(preset="encoder")
-    assert (lmm.check_vectors, lmm.motion_without_vectors, lmm.mv_norm_floor) == (False, "zero", 1e-6)
-    assert (encoder.check_vectors, encoder.motion_without_vectors, encoder.mv_norm_floor) == (True, "estimate", 1.0)
+    steps = ("check_vectors", "motion_without_vectors", "residual_without_vectors", "mv_norm_floor")
+    assert [getattr(lmm, step) for step in steps] == [False, "zero", "zero", 1e-6]
+    assert [getattr(encoder, step) for step in steps] == [True, "estimate", "difference", 1.0]
 
 
 def test_selection_agreement_is_the_jaccard_index_past_frame_0():

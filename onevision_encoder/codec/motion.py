@@ -27,37 +27,54 @@ def rasterize_motion_vectors(vectors: np.ndarray, luma_hw: tuple[int, int]) -> n
     list-1-only blocks) stay zero. ``motion_x / motion_scale`` pixels are kept exactly as quarter-pel.
     """
     rows, cols = cell_grid(luma_hw)
-    # Room for blocks that reach past the picture (coded sizes are padded to 16-pixel macroblocks).
-    field = np.zeros((-(-rows // 4) * 4 + 4, -(-cols // 4) * 4 + 4, 2), dtype=np.int32)
+    field = np.zeros((*_padded_cells(rows, cols), 2), dtype=np.int32)
     # Zero vectors (static and skipped blocks, usually most of them) are the field's initial value.
     motion_x, motion_y = vectors["motion_x"], vectors["motion_y"]
     past = np.flatnonzero((vectors["source"] < 0) & ((motion_x != 0) | (motion_y != 0)))
-    if not past.size:
-        return field[:rows, :cols]
-    # The few columns needed, gathered one by one (copying whole 40-byte records is several times slower).
-    scale = vectors["motion_scale"][past]
-    qpel = np.empty((past.size, 2), dtype=np.int32)
-    qpel[:, 0] = np.rint(motion_x[past] * 4.0 / scale)
-    qpel[:, 1] = np.rint(motion_y[past] * 4.0 / scale)
-    width, height = vectors["w"][past].astype(np.int64), vectors["h"][past].astype(np.int64)
+    if past.size:
+        # The few columns needed, gathered one by one (copying whole 40-byte records is several times slower).
+        scale = vectors["motion_scale"][past]
+        qpel = np.empty((past.size, 2), dtype=np.int32)
+        qpel[:, 0] = np.rint(motion_x[past] * 4.0 / scale)
+        qpel[:, 1] = np.rint(motion_y[past] * 4.0 / scale)
+        # One cell's (x, y) as one int64, so that painting a block is a flat scatter of whole cells.
+        _paint_blocks(field.view(np.int64)[..., 0], vectors, past, qpel.view(np.int64).reshape(-1))
+    return field[:rows, :cols]
+
+
+def vector_coverage(vectors: np.ndarray, luma_hw: tuple[int, int]) -> np.ndarray:
+    """``uint8 [Hc, Wc]``: 1 on the cells a past-reference vector covers (zero vectors included), 0 on the rest
+    (intra blocks, list-1-only blocks)."""
+    rows, cols = cell_grid(luma_hw)
+    covered = np.zeros(_padded_cells(rows, cols), dtype=np.uint8)
+    past = np.flatnonzero(vectors["source"] < 0)
+    if past.size:
+        _paint_blocks(covered, vectors, past, np.ones(past.size, dtype=np.uint8))
+    return covered[:rows, :cols]
+
+
+def _padded_cells(rows: int, cols: int) -> tuple[int, int]:
+    # Room for blocks that reach past the picture (coded sizes are padded to 16-pixel macroblocks).
+    return -(-rows // 4) * 4 + 4, -(-cols // 4) * 4 + 4
+
+
+def _paint_blocks(cells: np.ndarray, vectors: np.ndarray, chosen: np.ndarray, values: np.ndarray) -> None:
+    """Writes ``values[i]`` on every cell of the 2-D ``cells`` that block ``vectors[chosen[i]]`` covers."""
+    width, height = vectors["w"][chosen].astype(np.int64), vectors["h"][chosen].astype(np.int64)
     block_w = np.maximum(width // CELL, 1)
     block_h = np.maximum(height // CELL, 1)
-    left = np.clip((vectors["dst_x"][past] - width // 2) // CELL, 0, field.shape[1] - block_w)
-    top = np.clip((vectors["dst_y"][past] - height // 2) // CELL, 0, field.shape[0] - block_h)
-    # One cell's (x, y) as one int64, so that painting a block is a flat scatter of whole cells (numpy's
-    # fast path; a scatter into a blocked [rows, bh, cols, bw, 2] view is several times slower).
-    cells = field.view(np.int64).reshape(-1)
-    values = qpel.view(np.int64).reshape(-1)
+    left = np.clip((vectors["dst_x"][chosen] - width // 2) // CELL, 0, cells.shape[1] - block_w)
+    top = np.clip((vectors["dst_y"][chosen] - height // 2) // CELL, 0, cells.shape[0] - block_h)
+    flat = cells.reshape(-1)
     shapes = block_h * 64 + block_w
     # Block shapes in increasing order, later ones painted over earlier ones where they overlap (at the
-    # clipped borders); bincount is much faster than np.unique on these few small values.
+    # clipped borders); bincount is much faster than np.unique on these few small values. A flat scatter of
+    # materialised indices and values is numpy's fast path (a blocked view or a broadcast operand is slower).
     for shape in np.flatnonzero(np.bincount(shapes)):
         members = np.flatnonzero(shapes == shape)
         dy, dx = np.divmod(np.arange((shape // 64) * (shape % 64)), shape % 64)
-        corners = top[members] * field.shape[1] + left[members]
-        # Indices and values both flat and materialised: a broadcast value operand is ~2x slower.
-        cells[(corners[:, None] + (dy * field.shape[1] + dx)).ravel()] = np.repeat(values[members], dy.size)
-    return field[:rows, :cols]
+        corners = top[members] * cells.shape[1] + left[members]
+        flat[(corners[:, None] + (dy * cells.shape[1] + dx)).ravel()] = np.repeat(values[members], dy.size)
 
 
 _flow = threading.local()

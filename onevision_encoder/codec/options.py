@@ -21,6 +21,7 @@ MOTION_MODES = ("auto", "codec", "estimate")
 FUSIONS = ("weighted", "max", "sum", "geomean")
 RESIDUAL_MODES = ("abs", "gradient")
 MOTION_WITHOUT_VECTORS = ("estimate", "zero")
+RESIDUAL_WITHOUT_VECTORS = ("difference", "zero")
 
 
 UNSET: Any = object()  # "take the preset's value" where None is itself a value (static_threshold)
@@ -127,6 +128,7 @@ class SelectionOptions:
     # Not keywords of select_patches: how a preset treats the coded vectors (see presets.py).
     check_vectors: bool = True
     motion_without_vectors: str = "estimate"
+    residual_without_vectors: str = "difference"
     mv_norm_floor: float = 1.0
     residual_norm_floor: float = 1.0
 
@@ -168,6 +170,9 @@ class SelectionOptions:
         checked["frame_range"] = _frame_range(self.frame_range)
         checked["motion_without_vectors"] = check_choice(
             "motion_without_vectors", self.motion_without_vectors, MOTION_WITHOUT_VECTORS
+        )
+        checked["residual_without_vectors"] = check_choice(
+            "residual_without_vectors", self.residual_without_vectors, RESIDUAL_WITHOUT_VECTORS
         )
         checked["mv_norm_floor"] = check_real("mv_norm_floor", self.mv_norm_floor)
         checked["residual_norm_floor"] = check_real("residual_norm_floor", self.residual_norm_floor)
@@ -227,6 +232,7 @@ class SelectionOptions:
             allow_truncated=allow_truncated,
             check_vectors=defaults.check_vectors,
             motion_without_vectors=defaults.motion_without_vectors,
+            residual_without_vectors=defaults.residual_without_vectors,
             mv_norm_floor=defaults.mv_norm_floor,
             residual_norm_floor=defaults.residual_norm_floor,
         )

@@ -26,6 +26,10 @@ class SelectionPreset:
     # Motion of a frame without coded vectors (intra frames, frames the decoder exported none for) in a stream
     # whose codec exports them: "estimate" (optical flow) or "zero" (the release's reader: no vector, no motion).
     motion_without_vectors: str
+    # Residual where a frame with coded vectors has none for a cell (intra blocks, list-1-only blocks):
+    # "difference" (to the reference, the prediction being zero motion) or "zero" (the release's patched decoder
+    # wrote a motion-compensated residual only where a block was predicted from the past).
+    residual_without_vectors: str
     mv_norm_floor: float  # floor of the motion energy's per-frame P95 (pixels)
     residual_norm_floor: float  # floor of the residual energy's per-frame P95 (grey levels)
 
@@ -38,13 +42,26 @@ SELECTION_PRESETS: dict[str, SelectionPreset] = {
     # The prediction check, estimated motion for frames without vectors and a 1-pixel motion floor are this
     # package's robustness steps (saliency.py, compensation.py).
     "encoder": SelectionPreset(
-        "short_side_crop", 224, 14, 2048, "similarity", 0.3, "gop", 0.25, "qpel", True, "estimate", 1.0, 6.0
+        "short_side_crop",
+        224,
+        14,
+        2048,
+        "similarity",
+        0.3,
+        "gop",
+        0.25,
+        "qpel",
+        True,
+        "estimate",
+        "difference",
+        1.0,
+        6.0,
     ),
     # LLaVA-style LMM: long side 576 zero-padded to 576x576, p=16, K = 8 x 1296, first frame whole.
     # Fidelity to the release's LMM data first: its reader's vectors as coded (whole pixels truncated toward
-    # zero, no prediction check), zero motion where a frame has none, its motion floor 1e-6. Agreement with
-    # its published selection: benchmarks/bench_release_agreement.py.
+    # zero, no prediction check), zero motion and no residual where a frame has no vector, its motion floor
+    # 1e-6. Agreement with its published selection: benchmarks/bench_release_agreement.py.
     "lmm": SelectionPreset(
-        "long_side_pad", 576, 16, 8 * 1296, "median", 0.0, "first", None, "pel", False, "zero", 1e-6, 1.0
+        "long_side_pad", 576, 16, 8 * 1296, "median", 0.0, "first", None, "pel", False, "zero", "zero", 1e-6, 1.0
     ),
 }

@@ -28,7 +28,7 @@ import numpy as np
 
 from .compensation import check_against_camera, fit_camera
 from .geometry import FrameGeometry
-from .motion import cell_grid, estimate_motion, rasterize_motion_vectors, truncate_to_pixels
+from .motion import cell_grid, estimate_motion, rasterize_motion_vectors, truncate_to_pixels, vector_coverage
 from .options import FUSIONS as FUSIONS  # the choices live with the other options
 from .options import MOTION_MODES as MOTION_MODES
 from .options import MV_PRECISIONS as MV_PRECISIONS
@@ -50,6 +50,7 @@ class SaliencyConfig:
     mv_norm_floor: float = 1.0
     residual_norm_floor: float = 1.0
     check_vectors: bool = True  # False: the vectors as coded, as the release's reader (compensation.py)
+    residual_without_vectors: str = "difference"  # "zero": no residual on cells without a past vector (presets.py)
 
     def __post_init__(self) -> None:  # the selection's own checks (options.py), normalised values kept
         checked = check_saliency(
@@ -223,11 +224,20 @@ def score_frame(
     motion_map = cv2.resize(
         motion_energy(magnitude, config.inconsistency, config.mv_norm_floor), size, interpolation=cv2.INTER_AREA
     )
+    # The release's patched decoder wrote a motion-compensated residual only into blocks predicted from the past:
+    # elsewhere the clean residual is a difference to the reference that its selections never scored.
+    predicted = None
+    if config.residual_without_vectors == "zero" and source == "codec" and motion_vectors is not None and not is_intra:
+        predicted = cv2.resize(vector_coverage(motion_vectors, luma_hw), size, interpolation=cv2.INTER_NEAREST)
     if config.residual == "gradient":
         gradient = residual_gradient(luma, prediction)
+        if predicted is not None:
+            gradient *= predicted
         residual_map = np.minimum(gradient / max(percentile95(gradient), config.residual_norm_floor), 1)
     else:
         residual = residual_magnitude(luma, prediction)
+        if predicted is not None:
+            residual *= predicted
         # residual is uint8: normalise through a 256-entry table (cv2.LUT copies its entries, several times
         # faster than numpy's indexing).
         scale = max(percentile95(residual), config.residual_norm_floor)

@@ -167,6 +167,7 @@ def saliency_config(options: SelectionOptions) -> SaliencyConfig:
         centre_prior=options.centre_prior,
         mv_norm_floor=options.mv_norm_floor,
         check_vectors=options.check_vectors,
+        residual_without_vectors=options.residual_without_vectors,
         residual_norm_floor=options.residual_norm_floor,
     )
 

@@ -75,7 +75,8 @@ class OneVisionLlava(lmms):
                 raise ValueError(f"{MODEL_ID}: {name} must be a whole number >= 1, got {value!r}")
         import torch
 
-        from ..model import OneVisionLlavaForConditionalGeneration, OneVisionLlavaProcessor
+        from .modeling import OneVisionLlavaForConditionalGeneration
+        from .processing import OneVisionLlavaProcessor
 
         if not Path(pretrained).is_dir():
             raise ValueError(f"{pretrained}: no such folder (pretrained names a saved model and processor)")
