@@ -91,12 +91,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="encoder blocks at ViT-L width (default 2)")
     parser.add_argument("--tokens", type=int, nargs="+", default=sorted(TOKENS), choices=sorted(TOKENS))
     parser.add_argument("--backends", nargs="+", default=["sdpa", "eager"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (at least 5)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--plot", type=Path, help="also draw the measured figures into this PNG file")
     parser.add_argument("--memory-of", nargs=2, metavar=("BACKEND", "TOKENS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error("--repeats must be at least 5: medians of fewer rounds are noise on a shared machine")
     if args.memory_of:
         args.memory_of[1] = int(args.memory_of[1])
         measure_memory(args)
