@@ -192,13 +192,14 @@ def _tally(store: FeatureStore, parts: list[int]) -> tuple[dict[str, Any], list[
     written = [part for part in parts if store.has_part(part)]
     failures = store.failures(written)
     rows = sum(len(store.part_rows(part)) for part in written)
+    inputs = sum(len(store.part_rows(part)) for part in parts)
     counts = {
-        "inputs": sum(len(store.part_rows(part)) for part in parts),
+        "inputs": inputs,
         "parts": len(parts),
         "parts_done": len(written),
         "encoded": rows - len(failures),
         "failed": len(failures),
-        "not_done": sum(len(store.part_rows(part)) for part in parts) - rows,
+        "not_done": inputs - rows,
     }
     return counts, failures
 

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..common.files import atomic_directory, folder_lock, remove_leftovers, storage_fault
 from ..video.media import InputListing
@@ -18,6 +18,9 @@ from .batch import DONE, FAILED, FAULT, Outcome, error_name
 from .engine import Engine, signals_ignored, sigterm_interrupts
 from .plan import PlanError, Shard, prepare_output
 from .report import exit_status, failure_log, ignored_note, print_failure, write_records
+
+if TYPE_CHECKING:
+    from ..lmm.conversations import Conversations
 
 
 @dataclass(frozen=True)
@@ -278,3 +281,71 @@ def report_run(plan: SelectionPlan, todo: list[tuple[str, str]], tally: Tally, f
             message += f" (the summary could not be written either: {unwritten})"
         print(message, file=sys.stderr)
     return exit_status(tally.interrupted, bool(records or tally.fault or unwritten is not None))
+
+
+def packed_conversations(
+    conversations: Conversations, plan: SelectionPlan, written_to: Path, failed: dict[Path, Outcome]
+) -> Addendum:
+    """The conversations file rewritten for this shard's packed videos (:func:`pack_conversations`): its items
+    dropped as failures, its account in the summary, the file, and its line."""
+    items, rewritten, passed_through, dropped = pack_conversations(conversations, plan, failed)
+    account = {
+        "file": str(conversations.path),
+        "written": str(written_to),
+        "items": len(conversations.items),
+        "rewritten": rewritten,
+        "passed_through": passed_through,
+        "dropped": [{key: d[key] for key in ("item", "id", "video", "message")} for d in dropped],
+    }
+    line = (
+        f"conversations: {len(conversations.items)} items, {rewritten} rewritten, {passed_through} passed through, "
+        f"{len(dropped)} dropped -> {written_to}"
+    )
+    return Addendum(dropped, {"conversations": account}, {written_to: conversations.dump(items)}, line)
+
+
+def pack_conversations(
+    conversations: Conversations, plan: SelectionPlan, failures: dict[Path, Outcome]
+) -> tuple[list[dict[str, Any]], int, int, list[dict[str, Any]]]:
+    """Rewrite the items whose video this shard packed; pass text and image items through unchanged;
+    drop (with the reason) an item whose video failed or is not among the inputs. An item belongs to
+    the shard of its video, an item without one to the shard of its number. The items, how many were
+    rewritten and passed through, and the records of those dropped."""
+    from ..codec.codec_selection import PACK_POSITIONS_FILE, pack_mosaic_names
+    from ..lmm.conversations import packed_item
+    from ..video.media import output_name
+
+    base, folders, shard = plan.listing.base, plan.folders, plan.shard
+    inputs = {output_name(video, base): video for video in folders}
+    numbers = {video: number for number, video in enumerate(folders)}
+    items: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    rewritten = passed_through = 0
+    for number, item in enumerate(conversations.items, 1):
+        where = conversations.where(number)
+        if "video" not in item:
+            if shard.takes(number - 1):
+                items.append(item)
+                passed_through += 1
+            continue
+        video = inputs.get(output_name(base / item["video"], base))
+        if video is None:
+            reason = f"its video {item['video']} is not among the inputs"
+        elif not shard.takes(numbers[video]):
+            continue  # another shard's video
+        elif is_finished(folders[video], video, plan.recorded):
+            name = folders[video].relative_to(plan.out).as_posix()
+            images = [f"{name}/{image}" for image in pack_mosaic_names(folders[video])]
+            items.append(packed_item(item, images, f"{name}/{PACK_POSITIONS_FILE}", where))
+            rewritten += 1
+            continue
+        elif video in failures:
+            reason = f"its video {video} failed: {failures[video].error}: {failures[video].message}"
+        else:
+            reason = f"its video {video} was not processed"
+        if video is not None or shard.takes(number - 1):
+            dropped.append(
+                {"path": str(conversations.path), "item": number, "id": item.get("id"), "video": item["video"],
+                 "error": "ItemDropped", "message": reason}
+            )  # fmt: skip
+    return items, rewritten, passed_through, dropped
