@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'  # docs: tests/test_docs_site.py builds the site
 	# The reference of our codec frontend's contract test. Without its dependencies: they are ours (av, numpy,
 	# pillow, torch) but for opencv-python, which would shadow opencv-python-headless.
 	$(BIN)/python -m pip install --quiet --no-deps lmms-video-utils==0.1.0
@@ -68,14 +68,10 @@ bench: $(BIN)/.installed
 
 # The documentation site (mkdocs.yml, docs/, the `docs` extra): `make docs` builds it into site/ and fails on any
 # warning, broken link or missing anchor; `make docs-serve` serves it at http://127.0.0.1:8000 as you edit.
-$(BIN)/.docs-installed: $(BIN)/.installed pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
-	touch $@
-
-docs: $(BIN)/.docs-installed
+docs: $(BIN)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-docs-serve: $(BIN)/.docs-installed
+docs-serve: $(BIN)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
