@@ -15,7 +15,9 @@ or zooming (0.4% a frame) over blurred noise at three scales and contrasts, a 56
 or textured moving over it, encoded with each encoder's own default settings (x264: B-frames, b-pyramid,
 three references), ``select_patches(path, preset="encoder")`` at both ``mv_precision`` settings; precision
 counts the box grown by one patch (the patches next to a moving box hold what it uncovers), frames kept whole
-excluded. The motion source the selection used is printed.
+excluded. The motion source the selection used is printed, and the share of luma samples equal to the previous
+frame's (``unchanged``, mean over frames and seeds): decoded, and in the source clip (luma as OpenCV converts
+RGB) for comparison. Encoders that leave a changing region as it was and update it later in a jump raise it.
 
 Then scoring time per frame (one thread's CPU time, so other processes do not count) on the sample clips,
 with and without the check.
@@ -31,11 +33,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
 from onevision_encoder.codec import motion, select_patches
-from onevision_encoder.codec.frame_arrays import luma_at
+from onevision_encoder.codec.frame_arrays import luma_at, luma_of
 from onevision_encoder.codec.geometry import plan_geometry
 from onevision_encoder.codec.reader import VideoReader
 from onevision_encoder.codec.saliency import SaliencyConfig, score_frame
@@ -75,9 +78,22 @@ CAMERA_MOTIONS = {
 DEFAULT_ENCODERS = {"libx264": ".mp4", "libx265": ".mp4", "libvpx-vp9": ".webm", "libsvtav1": ".mkv"}
 
 
+def unchanged_share(luma: np.ndarray) -> float:
+    """Mean share of samples equal to the previous frame's, over frames 1.. of ``luma [T, H, W]``."""
+    return float((luma[1:] == luma[:-1]).mean())
+
+
+def decoded_luma(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([luma_of(frame) for frame in container.decode(video=0)])
+
+
 def camera_table(folder: Path, seeds: int) -> None:
     print(f"\neveryday footage: object precision (box + 1 patch), min over {seeds} seeds (mean in brackets)")
-    print(f"{'encoder':10s} {'texture':8s} {'object':8s} {'camera':8s}  {'qpel':>15s}  {'pel':>15s}  motion source")
+    print(
+        f"{'encoder':10s} {'texture':8s} {'object':8s} {'camera':8s}  {'qpel':>15s}  {'pel':>15s}  "
+        "unchanged (decoded / source)  motion source"
+    )
     worst = {"qpel": 1.0, "pel": 1.0}
     for encoder, suffix in DEFAULT_ENCODERS.items():
         for scale, contrast in SOFT_TEXTURES:
@@ -85,11 +101,15 @@ def camera_table(folder: Path, seeds: int) -> None:
                 for name, camera in CAMERA_MOTIONS.items():
                     results: dict[str, list[float]] = {"qpel": [], "pel": []}
                     sources = set()
+                    unchanged: dict[str, list[float]] = {"decoded": [], "source": []}
                     for seed in range(seeds):
                         clip = make_camera_clip(
                             texture_scale=scale, contrast=contrast, flat_object=flat, seed=seed, **camera
                         )
                         path = write_video_with_defaults(folder / f"{encoder}-{seed}{suffix}", clip.frames, encoder)
+                        unchanged["decoded"].append(unchanged_share(decoded_luma(path)))
+                        source_luma = np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in clip.frames])
+                        unchanged["source"].append(unchanged_share(source_luma))
                         for precision, values in results.items():
                             selection = select_patches(path, preset="encoder", mv_precision=precision)
                             values.append(object_precision(selection, clip, margin=1))
@@ -99,7 +119,9 @@ def camera_table(folder: Path, seeds: int) -> None:
                         worst[precision] = min(worst[precision], min(values))
                         cells.append(f"{min(values):.3f} ({np.mean(values):.3f})")
                     label = f"{encoder:10s} {f'{scale}/{contrast}':8s} {'flat' if flat else 'textured':8s} {name:8s}"
-                    print(f"{label}  {cells[0]:>15s}  {cells[1]:>15s}  {'/'.join(sorted(sources))}", flush=True)
+                    shares = f"{np.mean(unchanged['decoded']):.2f} / {np.mean(unchanged['source']):.2f}"
+                    motion_sources = "/".join(sorted(sources))
+                    print(f"{label}  {cells[0]:>15s}  {cells[1]:>15s}  {shares:>28s}  {motion_sources}", flush=True)
     print(f"{'worst':37s}  {worst['qpel']:>15.3f}  {worst['pel']:>15.3f}")
 
 
