@@ -17,7 +17,7 @@ three references), ``select_patches(path, preset="encoder")`` at both ``mv_preci
 counts the box grown by one patch (the patches next to a moving box hold what it uncovers), frames kept whole
 excluded. The motion source the selection used is printed, and the share of luma samples equal to the previous
 frame's (``unchanged``, mean over frames and seeds): decoded, and in the source clip (luma as OpenCV converts
-RGB) for comparison. Encoders that leave a changing region as it was and update it later in a jump raise it.
+RGB) for comparison.
 
 Then scoring time per frame (one thread's CPU time, so other processes do not count) on the sample clips,
 with and without the check.
