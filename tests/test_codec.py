@@ -544,6 +544,7 @@ def test_real_h264_clips(sample_video, name, preset, tmp_path):
     # (the lmm preset reads them as coded, as the release did); bigbuckbunny.mp4 declares one.
     expected = ("estimate",) if preset == "encoder" and name == "bikes.mp4" else ("codec", "codec+estimate")
     assert selection.motion_source in expected
+    assert selection.meta["estimate_baseline"] == (2 if expected == ("estimate",) else 1)  # motion over 2 frames
     assert selection.num_patches == (2048 if preset == "encoder" else 10368)
     counts = selection.patches_per_frame()
     assert counts[1:].max() > 0 and (counts[1:] > 0).sum() > 16  # spread across the clip, not one frame

@@ -16,7 +16,7 @@ from onevision_encoder.codec import select_patches
 from onevision_encoder.codec.bitstream import is_disposable, is_random_access, nal_length_size
 from onevision_encoder.codec.frames import sample_frame_ids
 from onevision_encoder.codec.reader import VideoReader
-from onevision_encoder.codec.seeking import FrameIndex
+from onevision_encoder.codec.seeking import FrameIndex, may_seek
 from onevision_encoder.video.synthetic import make_clip, texture
 
 FRAMES, GOP = 180, 30
@@ -83,12 +83,14 @@ def fingerprint(sample):
 
     vectors = sample.motion_vectors
     fields = None if vectors is None else tuple(vectors[name].tobytes() for name in vectors.dtype.names)
-    return sample.frame_index, plane(sample.frame), plane(sample.reference), fields, sample.is_intra
+    reference = plane(sample.reference)
+    return sample.frame_index, plane(sample.frame), reference, sample.reference_gap, fields, sample.is_intra
 
 
-def read(path, ids, seek=True):
+def read(path, ids, seek=True, baseline=1, vectors=True):
     with VideoReader(path, seek=seek) as reader:
-        return [fingerprint(sample) for sample in reader.samples(ids)], reader.stats, reader._index
+        samples = reader.samples(ids, baseline, vectors)
+        return [fingerprint(sample) for sample in samples], reader.stats, reader._index
 
 
 PLANS = {
@@ -207,6 +209,10 @@ def test_runs_seek_only_when_that_skips_frames():
     assert index.runs([5, 30, 31, 95], min_skipped=8) == [(0, [5]), (20, [30, 31]), (90, [95])]
     assert index.runs([5, 12, 25], min_skipped=8) == [(0, [5, 12, 25])]
     assert index.runs([0, 10, 20, 30], min_skipped=8) == [(0, [0, 10, 20, 30])]  # a key frame needs the one before
+    # Motion estimated two frames back: a frame just after a seek point needs the one before that point too.
+    assert index.runs([21, 95], min_skipped=8) == [(20, [21]), (90, [95])]
+    assert index.runs([21, 95], min_skipped=8, reach=2) == [(10, [21]), (90, [95])]
+    assert may_seek([9], 8) and not may_seek([9], 8, reach=2) and may_seek([10], 8, reach=2)
     # Repeated or missing timestamps: frames can only be counted.
     assert FrameIndex.build([0, 1, 1], [0, 1, 2], [True] * 3, [True] * 3) is None
     assert FrameIndex.build([0, None], [0, 1], [True] * 2, [True] * 2) is None
@@ -218,13 +224,20 @@ def test_runs_seek_only_when_that_skips_frames():
 # --- bitwise the full decode ---------------------------------------------------------------------
 
 
+# How a selection reads: vectors where the stream has them and frames without estimated against the frame
+# before, or (the encoder preset's estimated motion) every frame estimated against the frame two before.
+READINGS = {"vectors": (1, True), "estimated over two frames": (2, False)}
+
+
+@pytest.mark.parametrize("reading", READINGS)
 @pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("name", [*SEEKABLE, "h264-non-idr.nut"])
-def test_samples_are_bitwise_those_of_a_full_decode(streams, name, plan):
+def test_samples_are_bitwise_those_of_a_full_decode(streams, name, plan, reading):
     path = streams[name]
     ids = PLANS[plan](FRAMES if name != "h264-non-idr.nut" else 120)
-    ours, stats, _ = read(path, ids)
-    full, full_stats, _ = read(path, ids, seek=False)
+    baseline, vectors = READINGS[reading]
+    ours, stats, _ = read(path, ids, baseline=baseline, vectors=vectors)
+    full, full_stats, _ = read(path, ids, seek=False, baseline=baseline, vectors=vectors)
     assert ours == full
     assert stats.restarts == 0
     if plan != "every 4th" and name in SEEKABLE:
@@ -321,7 +334,7 @@ def test_decode_statistics_go_into_meta_json(streams, tmp_path, monkeypatch):
     decode = meta["decode"]
     assert "made_by" in meta and set(decode) >= {"frames", "seeks", "skipped", "restarts", "scans", "seconds"}
     assert decode["seeks"] > 0 and decode["restarts"] == 0 and decode["scans"] == 1 and decode["seconds"] > 0
-    assert decode["motion_sources"] == {"estimate": 8}  # AV1 exports no vectors
+    assert decode["motion_sources"] == {"estimate": 8} and meta["estimate_baseline"] == 2  # AV1 exports no vectors
     unseeking(monkeypatch)
     full = select_patches(streams["av1.mkv"], **options).meta["decode"]
     assert full["seeks"] == 0 and full["frames"] > decode["frames"] >= 8

@@ -228,9 +228,9 @@ def fetch_codec_video(path: str | os.PathLike[str], **config: Any) -> CodecVideo
         rows, cols = canvas_blocks(settings, (rows * block_px, cols * block_px))
         canvas_hw = (rows * block_px, cols * block_px)
         geometry = FrameGeometry(info.display_hw, canvas_hw, canvas_hw, (0, 0), block_px)
-        scored, frames = score_frames(
-            reader, frame_ids, geometry, saliency_config(options), resolve_motion(options, info), True, False
-        )
+        motion, baseline = resolve_motion(options, info)
+        config = saliency_config(options)
+        scored, frames = score_frames(reader, frame_ids, geometry, config, motion, baseline, True, False)
     if settings.gop_mode == "bitcost":
         groups = bitcost_groups(*packet_sizes(info.path, frame_ids), settings)
     else:

@@ -1,7 +1,7 @@
 """Motion on the 4x4 luma grid, in quarter-pel units: from the codec's vectors or estimated.
 
 A vector is the displacement from a block of the current frame to its prediction in the reference
-frame (the frame decoded just before it), as H.264/HEVC code it: ``reference(x + v) ~ current(x)``.
+frame (:mod:`.reader` says which frame that is), as H.264/HEVC code it: ``reference(x + v) ~ current(x)``.
 """
 
 from __future__ import annotations

@@ -131,6 +131,7 @@ class SelectionOptions:
     residual_without_vectors: str = "difference"
     mv_norm_floor: float = 1.0
     residual_norm_floor: float = 1.0
+    estimate_baseline: int = 1
 
     def __post_init__(self) -> None:
         checked: dict[str, Any] = {"preset": check_choice("preset", self.preset, sorted(SELECTION_PRESETS))}
@@ -176,6 +177,7 @@ class SelectionOptions:
         )
         checked["mv_norm_floor"] = check_real("mv_norm_floor", self.mv_norm_floor)
         checked["residual_norm_floor"] = check_real("residual_norm_floor", self.residual_norm_floor)
+        checked["estimate_baseline"] = check_integer("estimate_baseline", self.estimate_baseline, 1)
         for flag in ("inconsistency", "keep_frames", "allow_truncated", "check_vectors"):
             checked[flag] = check_flag(flag, getattr(self, flag))
         for name, value in checked.items():
@@ -235,6 +237,7 @@ class SelectionOptions:
             residual_without_vectors=defaults.residual_without_vectors,
             mv_norm_floor=defaults.mv_norm_floor,
             residual_norm_floor=defaults.residual_norm_floor,
+            estimate_baseline=defaults.estimate_baseline,
         )
 
     @property

@@ -4,18 +4,19 @@ For each sampled frame it yields the decoded frame, its reference frame and the 
 vectors when the decoder exports them. The reference is the frame the vectors point to: the
 previous frame in a stream without B-frames; with B-frames, the last I or P frame shown before it
 (a P frame's vectors skip the B frames between I/P frames, and a B frame's past vectors point to
-that I/P frame too). Frames without codec vectors take the frame shown just before them, against
-which their motion is estimated. Nothing else is kept, so memory stays bounded whatever the
-video's length.
+that I/P frame too). Frames without codec vectors (every frame, when the caller estimates all motion)
+take the frame shown ``estimate_baseline`` frames before them (fewer at the video's start), against which
+their motion is estimated. Nothing else is kept, so memory stays bounded whatever the video's length.
 
 Cost follows what is sampled (streams of the codecs :mod:`.bitstream` checks whose packets all carry distinct
 timestamps): frames are placed by their timestamps from a packet scan (:mod:`.seeking`; made with the frame
 count's own pass where there is one, else only when the sampled frames leave gaps a seek could skip),
 decoding seeks ahead to the last random access point before a sampled frame when that skips frames (a clip
 at the end of a long video, or samples further apart than the GOP), and H.264 non-reference B frames that
-are neither sampled nor the frame before a sampled one are not decoded. The frames, vectors and references
-are bitwise those of a decode from the first frame: every decoded frame is checked to arrive at its expected
-index, and on any surprise the reader decodes from the first frame instead (``stats.restarts``).
+are neither sampled nor one of the ``estimate_baseline`` frames before a sampled one are not decoded. The
+frames, vectors and references are bitwise those of a decode from the first frame: every decoded frame is
+checked to arrive at its expected index, and on any surprise the reader decodes from the first frame instead
+(``stats.restarts``).
 
 Decoding stays slice-threaded (PyAV's default). Frame threading exports different vectors run to run for
 H.264 B frames (not P frames) and gives bit-exact pixels for every codec, but it costs about a third more
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -66,6 +68,7 @@ class DecodedSample:
     frame_index: int
     frame: av.VideoFrame
     reference: av.VideoFrame | None
+    reference_gap: int  # frames from the reference to this frame (0: no reference)
     motion_vectors: np.ndarray | None
     is_intra: bool
 
@@ -219,13 +222,16 @@ class VideoReader:
                 self.path, f"decoding failed after {index} frames ({error.strerror or error})"
             ) from None
 
-    def samples(self, frame_ids: np.ndarray) -> Iterator[DecodedSample]:
+    def samples(
+        self, frame_ids: np.ndarray, estimate_baseline: int = 1, vectors: bool = True
+    ) -> Iterator[DecodedSample]:
         """Yield each distinct frame of ``frame_ids`` (ascending) with its reference, decoding once what
-        they need.
+        they need. A frame without codec vectors takes the frame ``estimate_baseline`` frames before it as its
+        reference; ``vectors=False`` leaves every frame without (for a caller that estimates all motion).
 
         Raises :class:`CorruptVideoError` if decoding fails or the stream ends before the last one.
         """
-        samples = self._samples(frame_ids)
+        samples = self._samples(frame_ids, estimate_baseline, vectors)
         try:
             while True:
                 resumed = time.perf_counter()
@@ -239,37 +245,43 @@ class VideoReader:
         finally:
             samples.close()
 
-    def _samples(self, frame_ids: np.ndarray) -> Iterator[DecodedSample]:
+    def _samples(self, frame_ids: np.ndarray, baseline: int, vectors: bool) -> Iterator[DecodedSample]:
         wanted = sorted({int(i) for i in frame_ids})
-        if self._index_later and may_seek(wanted, SEEK_MIN_SKIPPED):
+        if self._index_later and may_seek(wanted, SEEK_MIN_SKIPPED, baseline):
             self._index_now()
         if self._index is None:
-            yield from self._run(0, wanted, set())
+            yield from self._run(0, wanted, set(), baseline, vectors)
             return
         done: set[int] = set()
-        self._needed = {*wanted, *(i - 1 for i in wanted)}
+        self._needed = {i - back for i in wanted for back in range(baseline + 1)}
         try:
-            for start, members in self._index.runs(wanted, SEEK_MIN_SKIPPED):
-                yield from self._run(start, members, done)
+            for start, members in self._index.runs(wanted, SEEK_MIN_SKIPPED, baseline):
+                yield from self._run(start, members, done, baseline, vectors)
         except _LostTrack:
             # What was yielded was checked; the rest comes from a plain decode from the first frame.
             self.stats.restarts += 1
             self._index, self._needed, self._first = None, set(), None
-            yield from self._run(0, [i for i in wanted if i not in done], done)
+            yield from self._run(0, [i for i in wanted if i not in done], done, baseline, vectors)
         finally:
             self._needed = set()
 
-    def _run(self, start: int, members: list[int], done: set[int]) -> Iterator[DecodedSample]:
+    def _run(
+        self, start: int, members: list[int], done: set[int], baseline: int, use_vectors: bool
+    ) -> Iterator[DecodedSample]:
         """One continuous decode from frame ``start`` (0: from the first frame) through ``members``."""
         if not members:
             return
         wanted, last_wanted = set(members), members[-1]
-        previous = last_reference = None
+        # The frames decoded last, with their indices: those a frame without vectors may take as reference
+        # (the frames a run must decode before each sampled one are never left out, so they are consecutive).
+        earlier: deque[tuple[int, av.VideoFrame]] = deque(maxlen=baseline)
+        last_reference: tuple[int, av.VideoFrame] | None = None
         for index, frame in self._numbered(start):
             if index in wanted:
-                vectors = _motion_vectors(frame)
+                vectors = _motion_vectors(frame) if use_vectors else None
                 predicted = vectors is not None and frame.pict_type in PREDICTED
-                reference = last_reference if predicted else previous
+                before = last_reference if predicted else (earlier[0] if earlier else None)
+                reference = None if before is None else before[1]
                 if self._index is not None and index and reference is None and (start or not predicted):
                     raise _LostTrack  # a run that starts at a seek point (an I frame) always has it
                 if reference is not None and (reference.width, reference.height) != (frame.width, frame.height):
@@ -281,14 +293,15 @@ class VideoReader:
                     frame_index=index,
                     frame=frame,
                     reference=reference,
+                    reference_gap=0 if before is None else index - before[0],
                     motion_vectors=vectors,
                     is_intra=frame.pict_type == av.video.frame.PictureType.I,
                 )
             if index >= last_wanted:
                 return
             if frame.pict_type in REFERENCE_PICTURE_TYPES:
-                last_reference = frame
-            previous = frame if index + 1 in wanted else None
+                last_reference = (index, frame)
+            earlier.append((index, frame))
 
     def _numbered(self, start: int) -> Iterator[tuple[int, av.VideoFrame]]:
         """``(index, frame)`` from frame ``start`` on. Without an index frames are counted from the first;

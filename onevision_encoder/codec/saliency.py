@@ -192,6 +192,7 @@ def score_frame(
     config: SaliencyConfig,
     motion: str,
     measure_motion: bool = True,
+    reference_gap: int = 1,
 ) -> FrameScores:
     """Patch scores of one sampled frame.
 
@@ -199,6 +200,9 @@ def score_frame(
     later turned by ``rotation`` onto ``geometry``); ``luma_hw`` is the full luma size the vectors
     refer to. A frame without reference (the video's first) scores 0. ``measure_motion=False`` leaves
     ``patch_motion`` (the still-clip test's measure) None, for a selection without that test.
+    ``reference_gap``: frames from the reference to this frame. Motion estimated over several frames is
+    divided by it, to pixels per frame (the floor and the still test are per frame); coded vectors are
+    taken as the displacement to their reference, as the release did.
     """
     grid = geometry.grid_hw
     if reference_luma is None:
@@ -219,6 +223,9 @@ def score_frame(
         magnitude = relative_speed(whole, fit_camera(whole, config.mv_compensate))
     else:
         magnitude = relative_speed(field, camera)
+    gap = np.float32(reference_gap if source == "estimate" else 1)
+    if gap > 1:
+        magnitude /= gap
     work_hw = luma.shape
     size = (work_hw[1], work_hw[0])
     motion_map = cv2.resize(
@@ -251,7 +258,7 @@ def score_frame(
         # The still-clip test measures the motion as coded (or estimated), quarter-pel, relative to the camera:
         # whole pixels would call a clip still whose object moves under a pixel a frame, and the check may
         # give a small object's rough estimated motion to the camera (its residual still scores it).
-        motion_px = cv2.resize(relative_speed(coded, camera), size, interpolation=cv2.INTER_AREA)
+        motion_px = cv2.resize(relative_speed(coded, camera) / gap, size, interpolation=cv2.INTER_AREA)
         patch_motion = geometry.patch_sums(np.rot90(motion_px, turns)) / geometry.patch_size**2
     return FrameScores(
         patch_scores=geometry.patch_sums(np.rot90(fused, turns)), patch_motion=patch_motion, motion_source=source

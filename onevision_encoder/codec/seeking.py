@@ -5,11 +5,12 @@ are not presented): frames are placed by their timestamp, never by counting what
 seek. A decode may start at a *seek point*: a key frame that its bitstream proves a random access point
 (:mod:`.bitstream`) and that no packet decoded before it is shown after it.
 
-A sampled frame needs itself and its reference: the frame shown before it, or the last I or P frame shown
-before it (see :mod:`.reader`). Decoding from the last seek point *before* the sampled frame covers both,
-since a seek point is an I frame. :meth:`FrameIndex.runs` groups the sampled frames into runs of one
-continuous decode each, and jumps ahead only when that skips at least ``min_skipped`` frames; :func:`may_seek`
-says beforehand, from the sampled frames alone, whether it could (else the index is not worth a scan).
+A sampled frame needs itself and its reference: a frame shown ``reach`` frames or fewer before it, or the
+last I or P frame shown before it (see :mod:`.reader`). Decoding from the last seek point ``reach`` frames or
+more before the sampled frame covers both, since a seek point is an I frame. :meth:`FrameIndex.runs` groups the
+sampled frames into runs of one continuous decode each, and jumps ahead only when that skips at least
+``min_skipped`` frames; :func:`may_seek` says beforehand, from the sampled frames alone, whether it could (else
+the index is not worth a scan).
 """
 
 from __future__ import annotations
@@ -88,14 +89,15 @@ class FrameIndex:
         slot = int(np.searchsorted(self.seek_points, frame)) - 1
         return int(self.seek_points[slot]) if slot >= 0 else None
 
-    def runs(self, wanted: list[int], min_skipped: int) -> list[tuple[int, list[int]]]:
-        """``(start, frames)`` per continuous decode, for ascending ``wanted`` frames: start 0 decodes from
-        the first frame, any other start is a seek point. A run jumps to a later seek point only when that
-        skips at least ``min_skipped`` frames that the current run would otherwise decode."""
+    def runs(self, wanted: list[int], min_skipped: int, reach: int = 1) -> list[tuple[int, list[int]]]:
+        """``(start, frames)`` per continuous decode, for ascending ``wanted`` frames that each need the ``reach``
+        frames before them: start 0 decodes from the first frame, any other start is a seek point. A run jumps
+        to a later seek point only when that skips at least ``min_skipped`` frames that the current run would
+        otherwise decode."""
         runs: list[tuple[int, list[int]]] = []
         decoded_to = -1  # the last frame the current run decodes
         for frame in wanted:
-            start = self.seek_point_before(frame)
+            start = self.seek_point_before(frame - reach + 1)
             if start is None or start - (decoded_to + 1) < min_skipped:
                 if not runs:
                     runs.append((0, []))
@@ -106,8 +108,10 @@ class FrameIndex:
         return runs
 
 
-def may_seek(wanted: list[int], min_skipped: int) -> bool:
+def may_seek(wanted: list[int], min_skipped: int, reach: int = 1) -> bool:
     """Whether :meth:`FrameIndex.runs` could seek for ascending ``wanted`` frames, whatever the seek points:
-    a run jumps to a seek point strictly before a frame and at least ``min_skipped`` frames past the one
-    decoded last, so some frame must lie ``min_skipped + 2`` or more past the previous one (or past -1)."""
-    return any(frame - before >= min_skipped + 2 for before, frame in zip([-1, *wanted], wanted, strict=False))
+    a run jumps to a seek point ``reach`` or more frames before a frame and at least ``min_skipped`` frames past
+    the one decoded last, so some frame must lie ``min_skipped + reach + 1`` or more past the previous one (or
+    past -1)."""
+    gap = min_skipped + reach + 1
+    return any(frame - before >= gap for before, frame in zip([-1, *wanted], wanted, strict=False))

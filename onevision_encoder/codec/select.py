@@ -117,9 +117,11 @@ def select_patches(
             frame_ids = sample_frame_ids(info.num_frames, num_frames, options.frame_range)
         except ValueError as error:
             raise SelectionError(info.path, str(error)) from None
-        motion = resolve_motion(options, info)
+        motion, baseline = resolve_motion(options, info)
         still_test = options.static_threshold is not None  # the one use of the patches' motion
-        per_frame, frames = score_frames(reader, frame_ids, geometry, config, motion, options.keep_frames, still_test)
+        per_frame, frames = score_frames(
+            reader, frame_ids, geometry, config, motion, baseline, options.keep_frames, still_test
+        )
 
     slots = [per_frame[int(i)] for i in frame_ids]
     scores = np.stack([s.patch_scores for s in slots])
@@ -138,6 +140,7 @@ def select_patches(
     motion_source = source_kinds[0] if len(source_kinds) == 1 else ("+".join(source_kinds) or "none")
     meta = _meta(options, geometry, info, config, whole, still)
     meta.update(
+        estimate_baseline=baseline,
         frame_range=None if options.frame_range is None else list(options.frame_range),
         motion_sources=motion_sources,
         seconds=round(time.perf_counter() - started, 4),
@@ -172,9 +175,16 @@ def saliency_config(options: SelectionOptions) -> SaliencyConfig:
     )
 
 
-def resolve_motion(options: SelectionOptions, info: VideoInfo) -> str:
+def resolve_motion(options: SelectionOptions, info: VideoInfo) -> tuple[str, int]:
     """``options.motion`` for this video: ``auto`` made ``codec`` or ``estimate`` where the preset and the stream
-    decide it (otherwise left to each frame); ``codec`` refused for a stream without vectors."""
+    decide it (otherwise left to each frame; ``codec`` refused for a stream without vectors), and the frames back
+    to the reference of estimated motion: the preset's ``estimate_baseline`` where all motion is estimated, else 1
+    (an intra frame among coded vectors is estimated against the frame before it)."""
+    motion = _motion(options, info)
+    return motion, options.estimate_baseline if motion == "estimate" else 1
+
+
+def _motion(options: SelectionOptions, info: VideoInfo) -> str:
     motion = options.motion
     if motion == "codec" and not info.exports_motion_vectors:
         raise SelectionError(
@@ -182,8 +192,8 @@ def resolve_motion(options: SelectionOptions, info: VideoInfo) -> str:
         )
     if motion == "auto" and options.motion_without_vectors == "zero" and info.exports_motion_vectors:
         return "codec"  # frames without coded vectors (intra ones among them) have zero motion
-    if motion == "auto" and not info.vectors_have_known_references:
-        return "estimate"  # vectors over unknown distances are no measure of motion
+    if motion == "auto" and not (info.exports_motion_vectors and info.vectors_have_known_references):
+        return "estimate"  # no vectors, or vectors over unknown distances, which are no measure of motion
     return motion
 
 
@@ -193,12 +203,14 @@ def score_frames(
     geometry: FrameGeometry,
     config: SaliencyConfig,
     motion: str,
+    estimate_baseline: int,
     keep_frames: bool,
     measure_motion: bool,
 ) -> tuple[dict[int, FrameScores], dict[int, np.ndarray]]:
     """Decode on this thread (and the decoder's) and make the luma planes; score them on worker threads
-    meanwhile. Each frame's score depends on nothing but its own sample, so the workers' order does not
-    matter: the result is the same with any number of them."""
+    meanwhile. With ``motion="estimate"`` (the whole stream's) each frame is estimated against the frame
+    ``estimate_baseline`` frames before it, codec vectors or not. Each frame's score depends on nothing but its
+    own sample, so the workers' order does not matter: the result is the same with any number of them."""
     info = reader.info
     turns = info.rotation // 90
     # Every frame (and reference) goes to the working size planned from the first frame, whatever its own
@@ -206,9 +218,9 @@ def score_frames(
     work_hw = geometry.resized_hw[::-1] if turns % 2 else geometry.resized_hw
     reformatter = VideoReformatter()
     # The last planes asked for, with their frames (kept alive, so identity is safe): a reference is often a
-    # frame sampled just before (dense sampling), or the I/P frame several B frames refer to. Planes are made on the
-    # workers, so that this thread only decodes: a plane job is always submitted before the score job that
-    # waits for it, so a worker never waits for a job still queued behind it.
+    # frame sampled a frame or two before (dense sampling), or the I/P frame several B frames refer to. Planes
+    # are made on the workers, so that this thread only decodes: a plane job is always submitted before the
+    # score job that waits for it, so a worker never waits for a job still queued behind it.
     recent: deque[tuple[Any, Future[np.ndarray]]] = deque(maxlen=RECENT_PLANES)
 
     def plane(pool: ThreadPoolExecutor, frame: Any) -> Future[np.ndarray]:
@@ -220,13 +232,12 @@ def score_frames(
         return luma
 
     def score(sample: DecodedSample, luma: Future[np.ndarray], reference: Future[np.ndarray] | None) -> FrameScores:
-        vectors = None if motion == "estimate" else sample.motion_vectors
         # The vectors (and estimated motion) are in pixels of this frame's own size.
         luma_hw = (sample.frame.height, sample.frame.width)
         return score_frame(
             luma.result(),
             None if reference is None else reference.result(),
-            vectors,
+            sample.motion_vectors,
             sample.is_intra,
             luma_hw,
             info.rotation,
@@ -234,6 +245,7 @@ def score_frames(
             config,
             motion,
             measure_motion,
+            sample.reference_gap,
         )
 
     scores: dict[int, FrameScores] = {}
@@ -241,7 +253,7 @@ def score_frames(
     pending: deque[tuple[int, Future[FrameScores]]] = deque()
     workers = SCORING_THREADS
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for sample in reader.samples(frame_ids):
+        for sample in reader.samples(frame_ids, estimate_baseline, vectors=motion != "estimate"):
             reference = None if sample.reference is None else plane(pool, sample.reference)
             luma = plane(pool, sample.frame)
             pending.append((sample.frame_index, pool.submit(score, sample, luma, reference)))
