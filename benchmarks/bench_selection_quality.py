@@ -20,7 +20,8 @@ frame's (``unchanged``, mean over frames and seeds): decoded, and in the source 
 RGB) for comparison.
 
 Then scoring time per frame (one thread's CPU time, so other processes do not count) on the sample clips,
-with and without the check.
+with and without the check: codec vectors, motion estimated from the frame before, and (the encoder preset's
+estimated motion) from the frame two before and again from the frame before where fast.
 
     python benchmarks/bench_selection_quality.py [--seeds 3] [--size 224] [--no-timing] [--no-generated]
 """
@@ -65,6 +66,11 @@ FAMILIES = [
     ("hevc", "tiles", 2, 2),
     ("hevc", "tiles", 2, -1),
     ("hevc", "flat", 0, 2),
+    # objects faster than the optical flow searches over the encoder preset's two frames
+    ("hevc", "smooth", 0, 10),
+    ("hevc", "flat", 0, 10),
+    ("hevc", "smooth", 6, 8),
+    ("hevc", "blocks", 3, 6),
 ]
 CHECK = motion.PREDICTION_TOLERANCE
 
@@ -172,37 +178,64 @@ def timing_table() -> None:
     cv2.setNumThreads(1)
     print("\nscoring, ms per frame (one thread's CPU time, median of 5 frames x 10)")
     for name in ("bigbuckbunny.mp4", "bikes.mp4"):
-        with VideoReader(data / name) as reader:
-            samples = list(reader.samples(np.array([30, 45, 60, 75, 90])))
-            for preset, fit, side, patch, method, precision in (
-                ("encoder", "short_side_crop", 224, 14, "similarity", "qpel"),
-                ("lmm", "long_side_pad", 576, 16, "median", "pel"),
-            ):
-                geometry = plan_geometry(reader.info.display_hw, fit, side, patch)
-                config = SaliencyConfig(mv_compensate=method, mv_precision=precision)
-                planes = [
-                    (
-                        luma_at(s.frame, geometry.resized_hw),
-                        luma_at(s.reference, geometry.resized_hw),
-                        s,
-                        (s.frame.height, s.frame.width),
-                    )
-                    for s in samples
-                ]
-                row = []
-                for source in ("codec", "estimate"):
-                    for tolerance in (None, CHECK):
-                        motion.PREDICTION_TOLERANCE = tolerance
-                        spent = []
-                        for _ in range(10):
-                            for luma, reference, sample, luma_hw in planes:
-                                vectors = sample.motion_vectors if source == "codec" else None
-                                start = time.thread_time()
-                                score_frame(luma, reference, vectors, False, luma_hw, 0, geometry, config, source)
-                                spent.append(time.thread_time() - start)
-                        row.append(f"{source} {'checked' if tolerance else 'unchecked'} {np.median(spent) * 1e3:.2f}")
-                motion.PREDICTION_TOLERANCE = CHECK
-                print(f"{name:17s} {preset:7s} {geometry.resized_hw}: " + ", ".join(row))
+        ids = np.array([30, 45, 60, 75, 90])
+        readings = {}
+        for label, baseline, vectors in (("codec", 1, True), ("estimate", 1, True), ("estimate over two", 2, False)):
+            with VideoReader(data / name) as reader:
+                readings[label] = list(reader.samples(ids, baseline, vectors))
+                display_hw = reader.info.display_hw
+        for preset, fit, side, patch, method, precision in (
+            ("encoder", "short_side_crop", 224, 14, "similarity", "qpel"),
+            ("lmm", "long_side_pad", 576, 16, "median", "pel"),
+        ):
+            geometry = plan_geometry(display_hw, fit, side, patch)
+            config = SaliencyConfig(mv_compensate=method, mv_precision=precision)
+            row = []
+            for label, samples in readings.items():
+                row += [f"{label} {checked} {ms:.2f}" for checked, ms in scoring_ms(samples, geometry, config, label)]
+            print(f"{name:17s} {preset:7s} {geometry.resized_hw}: " + ", ".join(row))
+
+
+def scoring_ms(samples: list, geometry, config: SaliencyConfig, label: str) -> list[tuple[str, float]]:
+    """Median ms per frame to score ``samples`` (codec vectors unless ``label`` says estimate), without and with
+    the check."""
+    source = label.split()[0]
+    planes = [
+        (
+            sample,
+            *(
+                None if f is None else luma_at(f, geometry.resized_hw)
+                for f in (sample.frame, sample.reference, sample.previous)
+            ),
+        )
+        for sample in samples
+    ]
+    times = []
+    for tolerance in (None, CHECK):
+        motion.PREDICTION_TOLERANCE = tolerance
+        spent = []
+        for _ in range(10):
+            for sample, luma, reference, previous in planes:
+                vectors = sample.motion_vectors if source == "codec" else None
+                luma_hw = (sample.frame.height, sample.frame.width)
+                start = time.thread_time()
+                score_frame(
+                    luma,
+                    reference,
+                    vectors,
+                    False,
+                    luma_hw,
+                    0,
+                    geometry,
+                    config,
+                    source,
+                    reference_gap=sample.reference_gap,
+                    previous_luma=previous,
+                )
+                spent.append(time.thread_time() - start)
+        times.append(("checked" if tolerance else "unchecked", float(np.median(spent)) * 1e3))
+    motion.PREDICTION_TOLERANCE = CHECK
+    return times
 
 
 def main() -> None:

@@ -83,8 +83,8 @@ def fingerprint(sample):
 
     vectors = sample.motion_vectors
     fields = None if vectors is None else tuple(vectors[name].tobytes() for name in vectors.dtype.names)
-    reference = plane(sample.reference)
-    return sample.frame_index, plane(sample.frame), reference, sample.reference_gap, fields, sample.is_intra
+    references = plane(sample.reference), sample.reference_gap, plane(sample.previous)
+    return sample.frame_index, plane(sample.frame), references, fields, sample.is_intra
 
 
 def read(path, ids, seek=True, baseline=1, vectors=True):
@@ -242,6 +242,19 @@ def test_samples_are_bitwise_those_of_a_full_decode(streams, name, plan, reading
     assert stats.restarts == 0
     if plan != "every 4th" and name in SEEKABLE:
         assert stats.seeks > 0 and stats.frames < full_stats.frames
+
+
+def test_motion_estimated_over_two_frames_reads_the_frames_two_and_one_before(streams):
+    with av.open(str(streams["hevc-cra.mp4"])) as container:
+        pictures = [frame.to_ndarray().tobytes() for frame in container.decode(video=0)]
+    ids = np.array([1, 2, 20, 21, FRAMES - 1])
+    samples, _, _ = read(streams["hevc-cra.mp4"], ids, baseline=2, vectors=False)
+    for index, (sample, (_, frame, (reference, gap, previous), _, _)) in enumerate(zip(ids, samples, strict=True)):
+        assert frame == pictures[sample], index
+        if sample == 1:  # the video's start: the one frame there is
+            assert (reference, gap, previous) == (pictures[0], 1, None)
+        else:
+            assert (reference, gap, previous) == (pictures[sample - 2], 2, pictures[sample - 1]), index
 
 
 @pytest.mark.parametrize(

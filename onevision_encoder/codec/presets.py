@@ -47,7 +47,7 @@ SELECTION_PRESETS: dict[str, SelectionPreset] = {
     # to the next, x265, VP9 and AV1 leave background near a moving box or in a zoom still, then move it a
     # pixel or two at once; over two frames those moves largely cancel while an object's add up (worst
     # everyday-footage precision 0.865 -> 0.974 qpel, 0.888 -> 0.970 pel; periodic tiles 0.987 -> 0.955 qpel;
-    # benchmarks/bench_selection_quality.py).
+    # benchmarks/bench_selection_quality.py); where the motion over one frame is fast, that (saliency.py).
     "encoder": SelectionPreset(
         "short_side_crop",
         224,

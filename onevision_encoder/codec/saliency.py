@@ -181,6 +181,48 @@ def motion_field(
     return rasterize_motion_vectors(motion_vectors, luma_hw), "codec"
 
 
+def _motion_against_camera(field: np.ndarray, camera: np.ndarray | None, config: SaliencyConfig) -> np.ndarray:
+    """Pixels of motion against the camera per cell, at the config's ``mv_precision``."""
+    if config.mv_precision == "pel" and config.check_vectors:
+        # Whole pixels of the motion against the camera, the camera on the vectors' quarter-pel grid first: a
+        # fitted camera a hair off zero must not truncate an object's exact 1 px to 0.
+        return speed(truncate_to_pixels(field - np.rint(camera).astype(np.int32)) * np.float32(0.25))
+    if config.mv_precision == "pel":  # whole pixels, then the camera refitted to them (the release's order)
+        whole = truncate_to_pixels(field)
+        return relative_speed(whole, fit_camera(whole, config.mv_compensate))
+    return relative_speed(field, camera)
+
+
+FAST_MOTION_PX = 4.0  # pixels a frame: motion this fast against the camera is measured over one frame
+
+
+def _fast_over_one_frame(
+    magnitude: np.ndarray,
+    luma: np.ndarray,
+    previous_luma: np.ndarray,
+    luma_hw: tuple[int, int],
+    config: SaliencyConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Motion a frame (``magnitude``, measured over several) where it is slow, the motion over one frame where
+    that is :data:`FAST_MOTION_PX` or more, and the prediction from the frame before. The flow does not find
+    an object that moves further over the gap than it searches (a 10 px/frame object reads under 2 px/frame
+    over two frames), and the background an object uncovers, in the residual, grows with the gap; what the gap
+    is there for, background an encoder holds back and then moves at once, moves a pixel or two."""
+    field, camera, prediction = check_against_camera(
+        estimate_motion(luma, previous_luma, luma_hw),
+        config.mv_compensate,
+        luma,
+        previous_luma,
+        luma_hw,
+        config.check_vectors,
+        True,
+    )
+    if camera is None:
+        camera = fit_camera(field, config.mv_compensate)
+    over_one = _motion_against_camera(field, camera, config)
+    return np.where(over_one >= FAST_MOTION_PX, over_one, magnitude), prediction
+
+
 def score_frame(
     luma: np.ndarray,
     reference_luma: np.ndarray | None,
@@ -193,6 +235,7 @@ def score_frame(
     motion: str,
     measure_motion: bool = True,
     reference_gap: int = 1,
+    previous_luma: np.ndarray | None = None,
 ) -> FrameScores:
     """Patch scores of one sampled frame.
 
@@ -202,7 +245,8 @@ def score_frame(
     ``patch_motion`` (the still-clip test's measure) None, for a selection without that test.
     ``reference_gap``: frames from the reference to this frame. Motion estimated over several frames is
     divided by it, to pixels per frame (the floor and the still test are per frame); coded vectors are
-    taken as the displacement to their reference, as the release did.
+    taken as the displacement to their reference, as the release did. ``previous_luma``: the frame just
+    before, where the reference lies further back (:func:`_fast_over_one_frame` measures against it too).
     """
     grid = geometry.grid_hw
     if reference_luma is None:
@@ -214,18 +258,12 @@ def score_frame(
     )
     if camera is None and (config.mv_precision == "qpel" or measure_motion):  # vectors as coded: fit them now
         camera = fit_camera(field, config.mv_compensate)
-    if config.mv_precision == "pel" and config.check_vectors:
-        # Whole pixels of the motion against the camera, the camera on the vectors' quarter-pel grid first: a
-        # fitted camera a hair off zero must not truncate an object's exact 1 px to 0.
-        magnitude = speed(truncate_to_pixels(field - np.rint(camera).astype(np.int32)) * np.float32(0.25))
-    elif config.mv_precision == "pel":  # whole pixels, then the camera refitted to them (the release's order)
-        whole = truncate_to_pixels(field)
-        magnitude = relative_speed(whole, fit_camera(whole, config.mv_compensate))
-    else:
-        magnitude = relative_speed(field, camera)
+    magnitude = _motion_against_camera(field, camera, config)
     gap = np.float32(reference_gap if source == "estimate" else 1)
     if gap > 1:
         magnitude /= gap
+        if previous_luma is not None:
+            magnitude, prediction = _fast_over_one_frame(magnitude, luma, previous_luma, luma_hw, config)
     work_hw = luma.shape
     size = (work_hw[1], work_hw[0])
     motion_map = cv2.resize(

@@ -231,7 +231,12 @@ def score_frames(
         recent.append((frame, luma))
         return luma
 
-    def score(sample: DecodedSample, luma: Future[np.ndarray], reference: Future[np.ndarray] | None) -> FrameScores:
+    def score(
+        sample: DecodedSample,
+        luma: Future[np.ndarray],
+        reference: Future[np.ndarray] | None,
+        previous: Future[np.ndarray] | None,
+    ) -> FrameScores:
         # The vectors (and estimated motion) are in pixels of this frame's own size.
         luma_hw = (sample.frame.height, sample.frame.width)
         return score_frame(
@@ -246,6 +251,7 @@ def score_frames(
             motion,
             measure_motion,
             sample.reference_gap,
+            None if previous is None else previous.result(),
         )
 
     scores: dict[int, FrameScores] = {}
@@ -255,8 +261,9 @@ def score_frames(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for sample in reader.samples(frame_ids, estimate_baseline, vectors=motion != "estimate"):
             reference = None if sample.reference is None else plane(pool, sample.reference)
+            previous = None if sample.previous is None else plane(pool, sample.previous)
             luma = plane(pool, sample.frame)
-            pending.append((sample.frame_index, pool.submit(score, sample, luma, reference)))
+            pending.append((sample.frame_index, pool.submit(score, sample, luma, reference, previous)))
             if keep_frames:
                 rgb = rgb_at(sample.frame, work_hw, reformatter)
                 frames[sample.frame_index] = geometry.to_canvas(np.rot90(rgb, turns))
