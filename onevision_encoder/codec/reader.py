@@ -69,7 +69,7 @@ class DecodedSample:
     frame: av.VideoFrame
     reference: av.VideoFrame | None
     reference_gap: int  # frames from the reference to this frame (0: no reference)
-    previous: av.VideoFrame | None  # the frame just before, where the reference lies further back
+    previous: av.VideoFrame | None  # without vectors: the frame just before, where the reference lies further back
     motion_vectors: np.ndarray | None
     is_intra: bool
 
@@ -295,7 +295,7 @@ class VideoReader:
                     frame=frame,
                     reference=reference,
                     reference_gap=0 if before is None else index - before[0],
-                    previous=earlier[-1][1] if before is not None and index - before[0] > 1 else None,
+                    previous=None if predicted or before is None or index - before[0] == 1 else earlier[-1][1],
                     motion_vectors=vectors,
                     is_intra=frame.pict_type == av.video.frame.PictureType.I,
                 )

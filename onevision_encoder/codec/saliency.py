@@ -181,16 +181,33 @@ def motion_field(
     return rasterize_motion_vectors(motion_vectors, luma_hw), "codec"
 
 
-def _motion_against_camera(field: np.ndarray, camera: np.ndarray | None, config: SaliencyConfig) -> np.ndarray:
-    """Pixels of motion against the camera per cell, at the config's ``mv_precision``."""
+def _motion_against_camera(
+    coded: np.ndarray,
+    estimated: bool,
+    luma: np.ndarray,
+    reference_luma: np.ndarray,
+    luma_hw: tuple[int, int],
+    config: SaliencyConfig,
+    camera_wanted: bool,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Pixels of motion against the camera per cell (at the config's ``mv_precision``), the camera's motion
+    (None where neither that nor ``camera_wanted`` needs it fitted) and the prediction, from the ``coded``
+    (or ``estimated``) field checked against the pictures."""
+    field, camera, prediction = check_against_camera(
+        coded, config.mv_compensate, luma, reference_luma, luma_hw, config.check_vectors, estimated
+    )
+    if camera is None and (config.mv_precision == "qpel" or camera_wanted):  # vectors as coded: fit them now
+        camera = fit_camera(field, config.mv_compensate)
     if config.mv_precision == "pel" and config.check_vectors:
         # Whole pixels of the motion against the camera, the camera on the vectors' quarter-pel grid first: a
         # fitted camera a hair off zero must not truncate an object's exact 1 px to 0.
-        return speed(truncate_to_pixels(field - np.rint(camera).astype(np.int32)) * np.float32(0.25))
-    if config.mv_precision == "pel":  # whole pixels, then the camera refitted to them (the release's order)
+        magnitude = speed(truncate_to_pixels(field - np.rint(camera).astype(np.int32)) * np.float32(0.25))
+    elif config.mv_precision == "pel":  # whole pixels, then the camera refitted to them (the release's order)
         whole = truncate_to_pixels(field)
-        return relative_speed(whole, fit_camera(whole, config.mv_compensate))
-    return relative_speed(field, camera)
+        magnitude = relative_speed(whole, fit_camera(whole, config.mv_compensate))
+    else:
+        magnitude = relative_speed(field, camera)
+    return magnitude, camera, prediction
 
 
 FAST_MOTION_PX = 4.0  # pixels a frame: motion this fast against the camera is measured over one frame
@@ -208,18 +225,9 @@ def _fast_over_one_frame(
     an object that moves further over the gap than it searches (a 10 px/frame object reads under 2 px/frame
     over two frames), and the background an object uncovers, in the residual, grows with the gap; what the gap
     is there for, background an encoder holds back and then moves at once, moves a pixel or two."""
-    field, camera, prediction = check_against_camera(
-        estimate_motion(luma, previous_luma, luma_hw),
-        config.mv_compensate,
-        luma,
-        previous_luma,
-        luma_hw,
-        config.check_vectors,
-        True,
+    over_one, _, prediction = _motion_against_camera(
+        estimate_motion(luma, previous_luma, luma_hw), True, luma, previous_luma, luma_hw, config, False
     )
-    if camera is None:
-        camera = fit_camera(field, config.mv_compensate)
-    over_one = _motion_against_camera(field, camera, config)
     return np.where(over_one >= FAST_MOTION_PX, over_one, magnitude), prediction
 
 
@@ -253,12 +261,9 @@ def score_frame(
         zeros = np.zeros(grid, dtype=np.float32)
         return FrameScores(zeros, zeros.copy() if measure_motion else None, "none")
     coded, source = motion_field(luma, reference_luma, motion_vectors, is_intra, luma_hw, motion)
-    field, camera, prediction = check_against_camera(
-        coded, config.mv_compensate, luma, reference_luma, luma_hw, config.check_vectors, source == "estimate"
+    magnitude, camera, prediction = _motion_against_camera(
+        coded, source == "estimate", luma, reference_luma, luma_hw, config, measure_motion
     )
-    if camera is None and (config.mv_precision == "qpel" or measure_motion):  # vectors as coded: fit them now
-        camera = fit_camera(field, config.mv_compensate)
-    magnitude = _motion_against_camera(field, camera, config)
     gap = np.float32(reference_gap if source == "estimate" else 1)
     if gap > 1:
         magnitude /= gap
